@@ -1,0 +1,1 @@
+"""LandFuse core package."""
