@@ -78,7 +78,7 @@ def vectorise_mask(
     """Write the pixels equal to ``value`` of a mask raster as polygons with their area.
 
     Args:
-        mask_path: single-band mask raster (e.g. ``<name>_change.tif``: 1 change, 0 no change,
+        mask_path: single-band mask raster (e.g. ``<name>_mask.tif``: 1 change, 0 no change,
             255 nodata).
         output_path: vector file to write (GeoPackage by default; the extension picks the
             driver: ``.shp``, ``.geojson``, ``.gpkg``). An existing file is replaced.

@@ -1,0 +1,936 @@
+"""Raster sources read on one reference grid, lazily; areas of interest; pixel areas.
+
+DESIGN.md §2.3: every input is read on the reference grid through a lazy warp (rasterio
+``WarpedVRT``), window by window, so nothing is resampled to disk first and memory stays at the
+size of a tile. Inputs may differ in CRS, resolution (Sentinel-2 bands at 10/20/60 m as separate
+files), extent and data type. A source already on the grid (same CRS and pixel size, whole-pixel
+offset) is read directly, which is exact and faster.
+
+Validity: a pixel is valid when every selected band of every source has data there: the file's
+nodata value (or the request's override), its mask or alpha band, non-finite values, and the
+area outside the source's footprint all make it invalid. Invalid pixels become the outputs'
+reserved nodata value.
+
+Pixel-grid mode (``pixel_grid=True``) is for plain images without georeferencing, such as the
+LEVIR-CD PNG tiles: all inputs must have the same width and height, pixels are taken as they
+are, and the outputs carry no CRS.
+
+Thread use: a dataset opened here is read by one thread at a time (the engine's reader thread);
+GDAL handles must not be shared between threads concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
+from rasterio.features import rasterize
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds, transform_geom
+from rasterio.windows import Window
+
+from .errors import (
+    AlignmentError,
+    AreaOfInterestError,
+    BandMismatchError,
+    GeoreferenceError,
+    InputFileError,
+)
+from .requests import AreaOfInterest, RasterSource
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AlignedSource",
+    "AlignedStack",
+    "AreaMask",
+    "Grid",
+    "SourceInfo",
+    "build_area_mask",
+    "check_georeferenced",
+    "choose_reference",
+    "footprint_window",
+    "inspect_raster",
+    "intersect_windows",
+    "open_aligned",
+    "select_bands",
+]
+
+#: Authalic radius of WGS 84 (m): a sphere with the ellipsoid's surface area, for pixel areas
+#: of geographic grids (error well below 0.5 % at any latitude).
+_AUTHALIC_RADIUS_M = 6_371_007.2
+#: Tolerance, in pixels, under which a window edge is taken as lying on a pixel edge.
+_EDGE_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: size, affine transform and CRS (None for pixel-grid mode).
+
+    Attributes:
+        width: Columns.
+        height: Rows.
+        transform: Pixel (col, row) to map (x, y).
+        crs: The CRS, or None for a plain pixel grid.
+    """
+
+    width: int
+    height: int
+    transform: Affine
+    crs: Optional[CRS]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(xmin, ymin, xmax, ymax)`` in the grid's CRS."""
+        return _array_bounds(self.height, self.width, self.transform)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size ``(x, y)``, positive."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def georeferenced(self) -> bool:
+        """Whether the grid has a CRS."""
+        return self.crs is not None
+
+    def window_grid(self, window: Window) -> Grid:
+        """Return the grid of ``window`` (integer offsets and sizes) of this grid."""
+        return Grid(
+            width=int(window.width),
+            height=int(window.height),
+            transform=rasterio.windows.transform(window, self.transform),
+            crs=self.crs,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Return a JSON-compatible description for run reports."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "transform": list(self.transform)[:6],
+            "crs": _crs_text(self.crs),
+            "bounds": list(self.bounds),
+            "pixel_size": list(self.res),
+        }
+
+    def pixel_areas_m2(self, row: int, rows: int) -> Optional[np.ndarray]:
+        """Return the area of one pixel of each row ``row .. row + rows``, in square metres.
+
+        Projected grids: ``|det(transform)|`` times the squared unit. Geographic grids: the
+        area of a latitude band on the authalic sphere, which shrinks with ``cos(latitude)``.
+
+        Args:
+            row: First row.
+            rows: Number of rows.
+
+        Returns:
+            ``float64 [rows]``, or None for a pixel grid or a CRS whose units are unknown.
+        """
+        if self.crs is None:
+            return None
+        t = self.transform
+        if self.crs.is_geographic:
+            if t.b or t.d:
+                return None
+            tops = t.f + t.e * np.arange(row, row + rows, dtype=np.float64)
+            lat1 = np.radians(np.clip(tops, -90.0, 90.0))
+            lat2 = np.radians(np.clip(tops + t.e, -90.0, 90.0))
+            lon_span = math.radians(abs(t.a))
+            return _AUTHALIC_RADIUS_M**2 * lon_span * np.abs(np.sin(lat1) - np.sin(lat2))
+        try:
+            _, factor = self.crs.linear_units_factor
+        except CRSError:
+            return None
+        area = abs(t.a * t.e - t.b * t.d) * float(factor) ** 2
+        return np.full(rows, area, dtype=np.float64)
+
+
+def _array_bounds(height: int, width: int, transform: Affine) -> tuple[float, float, float, float]:
+    corners = [transform * (c, r) for c in (0, width) for r in (0, height)]
+    xs = [p[0] for p in corners]
+    ys = [p[1] for p in corners]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _crs_text(crs: Optional[CRS]) -> Optional[str]:
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a raster file holds (read once at validation; the file is closed again).
+
+    Attributes:
+        path: The file.
+        width: Columns.
+        height: Rows.
+        count: Number of bands.
+        crs: Its CRS, or None.
+        transform: Its geotransform (identity when it has none).
+        has_geotransform: Whether the file has a real geotransform.
+        nodata: The file's nodata value (of band 1), or None.
+        dtypes: Data type of each band.
+        descriptions: GDAL description of each band ('' when absent).
+    """
+
+    path: str
+    width: int
+    height: int
+    count: int
+    crs: Optional[CRS]
+    transform: Affine
+    has_geotransform: bool
+    nodata: Optional[float]
+    dtypes: tuple[str, ...]
+    descriptions: tuple[str, ...]
+
+    @property
+    def georeferenced(self) -> bool:
+        """Whether the file has both a CRS and a geotransform."""
+        return self.crs is not None and self.has_geotransform
+
+    @property
+    def grid(self) -> Grid:
+        """The file's own grid."""
+        return Grid(self.width, self.height, self.transform, self.crs)
+
+
+def _open(path: str) -> rasterio.io.DatasetReader:
+    """Open ``path`` read-only, turning every failure into an :class:`InputFileError`."""
+    if not os.path.exists(path):
+        raise InputFileError(f"Input raster {path} does not exist; check the path.")
+    if os.path.isdir(path):
+        raise InputFileError(f"Input {path} is a folder; give the raster file inside it.")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"Input raster {path} cannot be read (permissions).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path, "r")
+    except (RasterioIOError, OSError) as error:
+        raise InputFileError(
+            f"GDAL cannot read {path} as a raster ({error}); check that it is a complete "
+            "GeoTIFF, JPEG2000, VRT or other GDAL raster."
+        ) from None
+
+
+def inspect_raster(path: str) -> SourceInfo:
+    """Read the metadata of a raster file.
+
+    Args:
+        path: The file.
+
+    Returns:
+        Its :class:`SourceInfo`.
+
+    Raises:
+        InputFileError: if the file is missing, a folder, unreadable or not a raster.
+    """
+    with _open(path) as src:
+        # GDAL reports the identity transform (y down) when a file has none.
+        has_transform = src.transform != Affine.identity()
+        return SourceInfo(
+            path=path,
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            crs=src.crs if src.crs else None,
+            transform=src.transform,
+            has_geotransform=has_transform,
+            nodata=src.nodata,
+            dtypes=tuple(src.dtypes),
+            descriptions=tuple(d or "" for d in src.descriptions),
+        )
+
+
+def check_georeferenced(info: SourceInfo) -> None:
+    """Raise unless ``info`` has a CRS and a geotransform.
+
+    Args:
+        info: The file's metadata.
+
+    Raises:
+        GeoreferenceError: naming what is missing and pointing to pixel-grid mode for plain
+            images.
+    """
+    if info.georeferenced:
+        return
+    missing = " and ".join(
+        part
+        for part, absent in (
+            ("a CRS", info.crs is None),
+            ("a geotransform", not info.has_geotransform),
+        )
+        if absent
+    )
+    raise GeoreferenceError(
+        f"{info.path} has no georeferencing ({missing} missing). Assign it in QGIS or with "
+        "gdal_edit.py -a_srs / -a_ullr; or, for plain images that share one pixel grid (e.g. "
+        "LEVIR-CD PNG tiles), use the pixel-grid mode (--pixel-grid)."
+    )
+
+
+_BAND_NAME = re.compile(r"^B0*(\d+A?)$")
+
+
+def _canonical_band(name: str) -> str:
+    """``"b02"``, ``"B2"`` and ``" B02 "`` all become ``"B2"``; other names are upper-cased."""
+    text = re.sub(r"\s+", "", name).upper()
+    match = _BAND_NAME.match(text)
+    return f"B{match.group(1)}" if match else text
+
+
+def select_bands(info: SourceInfo, bands: Sequence[int | str]) -> tuple[int, ...]:
+    """Resolve a band selection to 1-based band indexes of ``info``.
+
+    Args:
+        info: The file's metadata.
+        bands: 1-based indices or band descriptions (``"B8A"``, ``"VV"``; Sentinel-2 names
+            match with or without a leading zero: ``"B2"`` = ``"B02"``). Empty: all bands.
+
+    Returns:
+        Band indexes in the order asked.
+
+    Raises:
+        BandMismatchError: for an index out of range or a name no band carries.
+    """
+    if not bands:
+        return tuple(range(1, info.count + 1))
+    lookup: dict[str, int] = {}
+    for index, description in enumerate(info.descriptions, start=1):
+        if description:
+            lookup.setdefault(_canonical_band(description), index)
+    chosen: list[int] = []
+    for band in bands:
+        if isinstance(band, int):
+            if not 1 <= band <= info.count:
+                raise BandMismatchError(
+                    f"{info.path} has {info.count} band(s); band {band} does not exist "
+                    f"(bands count from 1)."
+                )
+            chosen.append(band)
+            continue
+        if band.strip().isdigit():
+            chosen.extend(select_bands(info, (int(band.strip()),)))
+            continue
+        found = lookup.get(_canonical_band(band))
+        if found is None:
+            named = ", ".join(d for d in info.descriptions if d) or "none"
+            raise BandMismatchError(
+                f"{info.path} has no band described as '{band}' (descriptions: {named}); select "
+                "bands by number instead, e.g. 1,2,3."
+            )
+        chosen.append(found)
+    return tuple(chosen)
+
+
+def choose_reference(infos: Sequence[SourceInfo], reference: Optional[str] = None) -> SourceInfo:
+    """Pick the raster whose grid the run uses.
+
+    Args:
+        infos: The files of the first modality (Sentinel-2, or the 'before' image).
+        reference: An explicit reference file (may be any readable raster).
+
+    Returns:
+        The explicit reference, else the file with the finest pixel size among those sharing
+        the first file's CRS (first one on ties): for Sentinel-2 bands given as separate files
+        this is the first 10 m band.
+
+    Raises:
+        InputFileError: if the explicit reference cannot be read.
+    """
+    if reference is not None:
+        for info in infos:
+            if os.path.abspath(info.path) == os.path.abspath(reference):
+                return info
+        return inspect_raster(reference)
+    first = infos[0]
+    same_crs = [i for i in infos if i.crs == first.crs]
+    return min(same_crs, key=lambda i: abs(i.transform.a * i.transform.e))
+
+
+def _round_window(window: Window) -> Window:
+    """Round a fractional window outwards to whole pixels (edges within 1e-6 px snap)."""
+    col0 = math.floor(window.col_off + _EDGE_TOLERANCE)
+    row0 = math.floor(window.row_off + _EDGE_TOLERANCE)
+    col1 = math.ceil(window.col_off + window.width - _EDGE_TOLERANCE)
+    row1 = math.ceil(window.row_off + window.height - _EDGE_TOLERANCE)
+    return Window(col0, row0, max(0, col1 - col0), max(0, row1 - row0))
+
+
+def intersect_windows(first: Window, second: Window) -> Optional[Window]:
+    """Return the intersection of two integer windows, or None when they do not overlap."""
+    col0 = max(first.col_off, second.col_off)
+    row0 = max(first.row_off, second.row_off)
+    col1 = min(first.col_off + first.width, second.col_off + second.width)
+    row1 = min(first.row_off + first.height, second.row_off + second.height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(int(col0), int(row0), int(col1 - col0), int(row1 - row0))
+
+
+def _bounds_window(bounds: Sequence[float], grid: Grid) -> Optional[Window]:
+    """Window of ``grid`` covering ``bounds`` (grid CRS), clipped to the grid; None if outside."""
+    window = rasterio.windows.from_bounds(*bounds, transform=grid.transform)
+    full = Window(0, 0, grid.width, grid.height)
+    return intersect_windows(_round_window(window), full)
+
+
+def footprint_window(info: SourceInfo, grid: Grid) -> Optional[Window]:
+    """Return the part of ``grid`` that ``info`` covers, or None when it covers none of it.
+
+    Args:
+        info: A source (georeferenced unless the grid is a pixel grid).
+        grid: The reference grid.
+
+    Returns:
+        An integer window of ``grid``.
+
+    Raises:
+        AlignmentError: if the source's CRS cannot be transformed to the grid's, or (pixel
+            grid) its size differs from the grid's.
+    """
+    if grid.crs is None:
+        if (info.width, info.height) != (grid.width, grid.height):
+            raise AlignmentError(
+                f"In pixel-grid mode every input must have the reference's size "
+                f"{grid.width}x{grid.height}; {info.path} is {info.width}x{info.height}. "
+                "Crop or resample it first, or give georeferenced inputs."
+            )
+        return Window(0, 0, grid.width, grid.height)
+    src_bounds = _array_bounds(info.height, info.width, info.transform)
+    try:
+        bounds = transform_bounds(info.crs, grid.crs, *src_bounds, densify_pts=21)
+    except (CRSError, ValueError, RasterioIOError) as error:
+        raise AlignmentError(
+            f"{info.path} ({_crs_text(info.crs)}) cannot be transformed to the reference CRS "
+            f"({_crs_text(grid.crs)}): {error}. Reproject it first."
+        ) from None
+    if not all(math.isfinite(v) for v in bounds):
+        raise AlignmentError(
+            f"{info.path} lies outside the valid area of the reference CRS "
+            f"{_crs_text(grid.crs)}; reproject the inputs to one CRS first."
+        )
+    return _bounds_window(bounds, grid)
+
+
+class AreaMask:
+    """The area of interest on the reference grid: a window and, for polygons, a pixel mask.
+
+    Pixels whose centre lies inside a polygon are in the area. The polygons are kept as
+    vectors (already in the grid's CRS) and rasterised tile by tile, so memory does not grow
+    with the scene.
+
+    Args:
+        window: The window of the reference grid that holds the area.
+        geometries: GeoJSON-like polygons in the grid's CRS, or None when the whole window is
+            the area (bounds given in the grid's CRS).
+    """
+
+    def __init__(self, window: Window, geometries: Optional[list[dict[str, Any]]] = None) -> None:
+        self.window = window
+        self._geometries = geometries or None
+        self._boxes = (
+            [_geometry_bbox(g) for g in self._geometries] if self._geometries is not None else []
+        )
+
+    @property
+    def is_rectangle(self) -> bool:
+        """Whether the area is exactly its window (no polygon mask)."""
+        return self._geometries is None
+
+    def mask(self, grid: Grid, window: Window) -> Optional[np.ndarray]:
+        """Rasterise the area on ``window`` of ``grid``.
+
+        Args:
+            grid: The grid the window refers to (the work grid).
+            window: An integer window of ``grid``.
+
+        Returns:
+            ``bool [h, w]``, or None when every pixel is inside (rectangular areas).
+        """
+        if self._geometries is None:
+            return None
+        h, w = int(window.height), int(window.width)
+        transform = rasterio.windows.transform(window, grid.transform)
+        xmin, ymin, xmax, ymax = _array_bounds(h, w, transform)
+        shapes = [
+            (geometry, 1)
+            for geometry, (gx0, gy0, gx1, gy1) in zip(self._geometries, self._boxes)
+            if gx0 <= xmax and gx1 >= xmin and gy0 <= ymax and gy1 >= ymin
+        ]
+        if not shapes:
+            return np.zeros((h, w), dtype=bool)
+        burned = rasterize(shapes, out_shape=(h, w), transform=transform, fill=0, dtype="uint8")
+        return burned.astype(bool)
+
+
+def _geometry_bbox(geometry: dict[str, Any]) -> tuple[float, float, float, float]:
+    coords = np.asarray([pt for ring in _rings(geometry) for pt in ring], dtype=np.float64).reshape(
+        -1, 2
+    )
+    return (
+        float(coords[:, 0].min()),
+        float(coords[:, 1].min()),
+        float(coords[:, 0].max()),
+        float(coords[:, 1].max()),
+    )
+
+
+def _rings(geometry: dict[str, Any]) -> list[list[Sequence[float]]]:
+    kind = geometry["type"]
+    if kind == "Polygon":
+        return [list(map(tuple, ring)) for ring in geometry["coordinates"]]
+    if kind == "MultiPolygon":
+        return [list(map(tuple, ring)) for poly in geometry["coordinates"] for ring in poly]
+    if kind == "GeometryCollection":
+        return [r for g in geometry["geometries"] for r in _rings(g)]
+    return []
+
+
+def _read_polygons(aoi: AreaOfInterest) -> tuple[list[dict[str, Any]], Optional[CRS]]:
+    """Read the polygons of ``aoi.polygon_file`` with OGR, in the file's own CRS."""
+    from osgeo import ogr  # GDAL's vector half; imported only when a polygon file is used
+
+    path = str(aoi.polygon_file)
+    if not os.path.exists(path):
+        raise AreaOfInterestError(f"Area-of-interest file {path} does not exist.")
+    dataset = ogr.Open(path, 0)
+    if dataset is None:
+        raise AreaOfInterestError(
+            f"GDAL/OGR cannot read {path} as vector data; give a GeoPackage, GeoJSON or "
+            "Shapefile with polygons."
+        )
+    try:
+        if aoi.layer:
+            layer = dataset.GetLayerByName(aoi.layer)
+            if layer is None:
+                names = [
+                    dataset.GetLayerByIndex(i).GetName() for i in range(dataset.GetLayerCount())
+                ]
+                raise AreaOfInterestError(
+                    f"{path} has no layer '{aoi.layer}'; its layers: {', '.join(names)}."
+                )
+        else:
+            if dataset.GetLayerCount() == 0:
+                raise AreaOfInterestError(f"{path} holds no vector layer.")
+            layer = dataset.GetLayer(0)
+        srs = layer.GetSpatialRef()
+        crs = CRS.from_wkt(srs.ExportToWkt()) if srs is not None else None
+        geometries: list[dict[str, Any]] = []
+        skipped = 0
+        layer.ResetReading()
+        feature = layer.GetNextFeature()
+        while feature is not None:
+            geometry = feature.GetGeometryRef()
+            if geometry is not None:
+                linear = geometry.GetLinearGeometry()  # curves (GeoPackage) to line segments
+                shape = json.loads(linear.ExportToJson())
+                if shape.get("type") in {"Polygon", "MultiPolygon"}:
+                    geometries.append(shape)
+                else:
+                    skipped += 1
+            feature = layer.GetNextFeature()
+    finally:
+        dataset = None  # closes the OGR data source
+    if skipped:
+        logger.warning("Ignored %d non-polygon feature(s) of %s.", skipped, path)
+    if not geometries:
+        raise AreaOfInterestError(
+            f"{path} holds no polygon; the area of interest must be polygons (not points/lines)."
+        )
+    return geometries, crs
+
+
+def _rectangle(bounds: Sequence[float], points: int = 21) -> dict[str, Any]:
+    """A densified rectangle polygon, so that it bends correctly when reprojected."""
+    xmin, ymin, xmax, ymax = bounds
+    xs = np.linspace(xmin, xmax, points)
+    ys = np.linspace(ymin, ymax, points)
+    ring = (
+        [(x, ymin) for x in xs]
+        + [(xmax, y) for y in ys[1:]]
+        + [(x, ymax) for x in xs[::-1][1:]]
+        + [(xmin, y) for y in ys[::-1][1:]]
+    )
+    return {"type": "Polygon", "coordinates": [[list(map(float, p)) for p in ring]]}
+
+
+def build_area_mask(aoi: AreaOfInterest, grid: Grid) -> AreaMask:
+    """Put an area of interest on the reference grid.
+
+    Args:
+        aoi: Bounds with a CRS, or a polygon file.
+        grid: The reference grid (georeferenced).
+
+    Returns:
+        The :class:`AreaMask`.
+
+    Raises:
+        AreaOfInterestError: for an unreadable file, a CRS that cannot be used, no polygons,
+            or an area that lies outside the reference grid.
+    """
+    if grid.crs is None:
+        raise AreaOfInterestError(
+            "An area of interest needs georeferenced inputs; remove it in pixel-grid mode."
+        )
+    geometries: Optional[list[dict[str, Any]]]
+    if aoi.bounds is not None:
+        if aoi.crs is None:
+            src_crs = grid.crs
+        else:
+            try:
+                src_crs = CRS.from_user_input(aoi.crs)
+            except CRSError:
+                raise AreaOfInterestError(
+                    f"Unknown CRS '{aoi.crs}' for the area of interest; use e.g. EPSG:4326."
+                ) from None
+        geometries = None if src_crs == grid.crs else [_rectangle(aoi.bounds)]
+        if geometries is None:
+            window = _bounds_window(aoi.bounds, grid)
+            if window is None:
+                raise AreaOfInterestError(
+                    f"The area of interest {aoi.bounds} lies outside the inputs "
+                    f"(reference extent {tuple(round(v, 6) for v in grid.bounds)} in "
+                    f"{_crs_text(grid.crs)})."
+                )
+            return AreaMask(window, None)
+    else:
+        geometries, src_crs = _read_polygons(aoi)
+        if src_crs is None:
+            raise AreaOfInterestError(
+                f"{aoi.polygon_file} has no CRS; assign one (e.g. a .prj next to a Shapefile)."
+            )
+    try:
+        if src_crs != grid.crs:
+            geometries = [transform_geom(src_crs, grid.crs, g) for g in geometries]
+    except (CRSError, ValueError) as error:
+        raise AreaOfInterestError(
+            f"The area of interest cannot be transformed to {_crs_text(grid.crs)}: {error}."
+        ) from None
+    boxes = [_geometry_bbox(g) for g in geometries]
+    union = (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+    if not all(math.isfinite(v) for v in union):
+        raise AreaOfInterestError("The area of interest cannot be placed on the reference grid.")
+    window = _bounds_window(union, grid)
+    if window is None:
+        raise AreaOfInterestError(
+            "The area of interest lies outside the inputs (reference extent "
+            f"{tuple(round(v, 6) for v in grid.bounds)} in {_crs_text(grid.crs)})."
+        )
+    return AreaMask(window, geometries)
+
+
+def _resampling(name: str) -> Resampling:
+    try:
+        return Resampling[name]
+    except KeyError:
+        raise AlignmentError(
+            f"Unknown resampling '{name}'; the registry must use 'bilinear', 'nearest', 'cubic'..."
+        ) from None
+
+
+def _integer_offset(src: Any, grid: Grid) -> Optional[tuple[int, int]]:
+    """Return ``(row, col)`` of ``grid``'s origin in ``src`` pixels when no resampling is needed.
+
+    That is when both have the same CRS, no rotation, the same pixel size (to 1e-9 relative)
+    and origins a whole number of pixels apart (to 1e-3 pixel): e.g. Sentinel-2 / DEM tiles
+    of one product, whose origins may differ by floating-point noise.
+    """
+    s, g = src.transform, grid.transform
+    if (src.crs or None) != grid.crs or s.b or s.d or g.b or g.d:
+        return None
+    if not (math.isclose(s.a, g.a, rel_tol=1e-9) and math.isclose(s.e, g.e, rel_tol=1e-9)):
+        return None
+    col = (g.c - s.c) / s.a
+    row = (g.f - s.f) / s.e
+    if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+        return None
+    return round(row), round(col)
+
+
+class AlignedSource:
+    """One raster file read on the work grid, window by window.
+
+    Args:
+        source: The request's source (path, band selection, nodata override).
+        bands: Resolved 1-based band indexes.
+        grid: The work grid (reference grid cut to the work window).
+        resampling: ``"bilinear"`` for continuous data, ``"nearest"`` for classes.
+        pixel_grid: Read pixels as they are (inputs without georeferencing).
+
+    Raises:
+        InputFileError: if the file cannot be opened.
+    """
+
+    def __init__(
+        self,
+        source: RasterSource,
+        bands: Sequence[int],
+        grid: Grid,
+        resampling: str = "bilinear",
+        pixel_grid: bool = False,
+    ) -> None:
+        self.path = source.path
+        self.bands = tuple(bands)
+        self.grid = grid
+        self._override = source.nodata
+        self._src = _open(source.path)
+        self._vrt: Optional[WarpedVRT] = None
+        self._alpha: Optional[int] = None
+        self._offset: Optional[tuple[int, int]] = None
+        if pixel_grid:
+            self._offset = (0, 0)
+        else:
+            offset = _integer_offset(self._src, grid)
+            inside = offset is not None and (
+                offset[0] >= 0
+                and offset[1] >= 0
+                and offset[0] + grid.height <= self._src.height
+                and offset[1] + grid.width <= self._src.width
+            )
+            if inside:
+                self._offset = offset
+            else:
+                nodata = self._override if self._override is not None else self._src.nodata
+                options: dict[str, Any] = {
+                    "crs": grid.crs,
+                    "transform": grid.transform,
+                    "width": grid.width,
+                    "height": grid.height,
+                    "resampling": _resampling(resampling),
+                    "dtype": "float32",
+                }
+                if nodata is not None:
+                    options.update(src_nodata=nodata, nodata=nodata)
+                else:
+                    # Without a nodata value, an alpha band is the only way to tell the area
+                    # outside the source from real zeros.
+                    options["add_alpha"] = True
+                self._vrt = WarpedVRT(self._src, **options)
+                if nodata is None:
+                    # GDAL derives no usable mask from a float32 alpha band: read it directly.
+                    self._alpha = self._vrt.count
+        self.warped = self._vrt is not None
+        self._plan_validity()
+
+    def _plan_validity(self) -> None:
+        """Choose the cheapest exact way to tell valid pixels, once, from GDAL's mask flags.
+
+        Reading GDAL masks costs a second read per tile; when a band's mask is only its nodata
+        value (or it has none), comparing the values read is exact and free.
+        """
+        dataset: Any = self._vrt if self._vrt is not None else self._src
+        flags = [set(dataset.mask_flag_enums[b - 1]) for b in self.bands]
+        self._read_masks = False
+        self._nodata_values: Optional[np.ndarray] = None
+        if self._alpha is None:
+            if all(f == {MaskFlags.all_valid} for f in flags):
+                pass
+            elif all(f == {MaskFlags.nodata} for f in flags):
+                values = [dataset.nodatavals[b - 1] for b in self.bands]
+                self._nodata_values = np.asarray(values, dtype=np.float32).reshape(-1, 1, 1)
+            else:
+                self._read_masks = True  # per-dataset masks, alpha bands in the file...
+        if self._override is not None and self._vrt is None:
+            override = np.full((len(self.bands), 1, 1), self._override, dtype=np.float32)
+            self._nodata_values = override
+        self._check_finite = any(
+            np.issubdtype(np.dtype(self._src.dtypes[b - 1]), np.floating) for b in self.bands
+        )
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read the selected bands and their validity on ``window`` of the work grid.
+
+        Args:
+            window: Integer window of the work grid.
+
+        Returns:
+            ``(data float32 [bands, h, w], valid bool [h, w])``.
+        """
+        if self._vrt is not None:
+            dataset: Any = self._vrt
+            read_window = window
+        else:
+            dataset = self._src
+            row, col = self._offset or (0, 0)
+            read_window = Window(
+                window.col_off + col, window.row_off + row, window.width, window.height
+            )
+        bands = list(self.bands)
+        if self._alpha is not None:
+            # One warp for the data and its alpha band together.
+            stacked = dataset.read([*bands, self._alpha], window=read_window, out_dtype="float32")
+            data, valid = stacked[:-1], stacked[-1] > 0
+        else:
+            data = dataset.read(bands, window=read_window, out_dtype="float32")
+            if self._read_masks:
+                valid = np.all(dataset.read_masks(bands, window=read_window) > 0, axis=0)
+            else:
+                valid = np.ones(data.shape[1:], dtype=bool)
+        if self._nodata_values is not None:
+            valid &= np.all(data != self._nodata_values, axis=0)
+        if self._check_finite:
+            valid &= np.all(np.isfinite(data), axis=0)
+        return data, valid
+
+    def has_valid_pixels(self, window: Window, sample: int = 256) -> bool:
+        """Tell whether any pixel of the file under ``window`` (work grid) is valid.
+
+        The check reads the file itself, not the warp (a decimated read of a warped scene would
+        warp all of it): first decimated (at most ``sample`` pixels a side, cheap with overviews
+        or JPEG2000 resolution levels), then, only when that finds nothing, at full resolution
+        in strips of a few MB, so a small valid area is never missed.
+
+        Args:
+            window: Integer window of the work grid.
+            sample: Side of the decimated read.
+
+        Returns:
+            True when at least one pixel is valid.
+        """
+        native = self._native_window(window)
+        if native is None:
+            return False
+        h, w = int(native.height), int(native.width)
+        shape = (min(h, sample), min(w, sample))
+        if self._native_valid(native, shape):
+            return True
+        if shape == (h, w):
+            return False
+        strip = max(1, (4 << 20) // max(1, w * len(self.bands)))
+        for top in range(0, h, strip):
+            rows = min(strip, h - top)
+            part = Window(native.col_off, native.row_off + top, w, rows)
+            if self._native_valid(part, (rows, w)):
+                return True
+        return False
+
+    def _native_window(self, window: Window) -> Optional[Window]:
+        """The file's own pixels under ``window`` of the work grid (None when it has none)."""
+        if self._vrt is None:
+            row, col = self._offset or (0, 0)
+            return Window(window.col_off + col, window.row_off + row, window.width, window.height)
+        transform = rasterio.windows.transform(window, self.grid.transform)
+        bounds = _array_bounds(int(window.height), int(window.width), transform)
+        src = self._src
+        if src.crs != self.grid.crs:
+            bounds = transform_bounds(self.grid.crs, src.crs, *bounds, densify_pts=21)
+        found = rasterio.windows.from_bounds(*bounds, transform=src.transform)
+        return intersect_windows(_round_window(found), Window(0, 0, src.width, src.height))
+
+    def _native_valid(self, window: Window, shape: tuple[int, int]) -> bool:
+        bands = list(self.bands)
+        src = self._src
+        masks = src.read_masks(bands, window=window, out_shape=(len(bands), *shape))
+        valid = np.all(masks > 0, axis=0)
+        if not valid.any():
+            return False
+        data = src.read(bands, window=window, out_shape=(len(bands), *shape), out_dtype="float32")
+        valid &= np.all(np.isfinite(data), axis=0)
+        if self._override is not None:
+            valid &= np.all(data != np.float32(self._override), axis=0)
+        return bool(valid.any())
+
+    def close(self) -> None:
+        """Close the warp and the file."""
+        if self._vrt is not None:
+            self._vrt.close()
+            self._vrt = None
+        self._src.close()
+
+
+class AlignedStack:
+    """The sources of one modality, bands concatenated in order, on the work grid.
+
+    Args:
+        sources: Opened :class:`AlignedSource` objects, in band order.
+    """
+
+    def __init__(self, sources: Sequence[AlignedSource]) -> None:
+        self.sources = tuple(sources)
+
+    @property
+    def band_count(self) -> int:
+        """Total number of bands."""
+        return sum(len(s.bands) for s in self.sources)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read every band on ``window``.
+
+        Args:
+            window: Integer window of the work grid.
+
+        Returns:
+            ``(data float32 [bands, h, w], valid bool [h, w])``: valid where every band is.
+        """
+        parts = []
+        valid: Optional[np.ndarray] = None
+        for source in self.sources:
+            data, ok = source.read(window)
+            parts.append(data)
+            valid = ok if valid is None else (valid & ok)
+        stacked = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        if valid is None:
+            raise AlignmentError("A modality without any source cannot be read.")
+        return stacked, valid
+
+    def close(self) -> None:
+        """Close every source."""
+        for source in self.sources:
+            source.close()
+
+
+def open_aligned(
+    sources: Sequence[RasterSource],
+    bands: Sequence[Sequence[int]],
+    grid: Grid,
+    resampling: str = "bilinear",
+    pixel_grid: bool = False,
+) -> AlignedStack:
+    """Open the sources of one modality on the work grid.
+
+    Args:
+        sources: The request's sources.
+        bands: Resolved band indexes of each source.
+        grid: The work grid.
+        resampling: Resampling of this modality (from the registry).
+        pixel_grid: Pixel-grid mode.
+
+    Returns:
+        The :class:`AlignedStack` (close it when done; sources opened before a failure are
+        closed again).
+
+    Raises:
+        InputFileError: if a file cannot be opened.
+    """
+    opened: list[AlignedSource] = []
+    try:
+        for source, indexes in zip(sources, bands):
+            opened.append(AlignedSource(source, indexes, grid, resampling, pixel_grid))
+    except BaseException:
+        for item in opened:
+            item.close()
+        raise
+    return AlignedStack(opened)

@@ -1,0 +1,171 @@
+"""The worker process: runs one request and streams JSON lines (DESIGN.md §3).
+
+Usage::
+
+    python -m landfuse.core.worker request.json        # or: ... < request.json, or "-"
+    python -m landfuse.core.worker --cancel-file STOP request.json
+
+The request is a JSON object as :func:`landfuse.core.requests.request_to_dict` writes it (with
+``"task": "landcover"`` or ``"change"``). Standard output carries only protocol lines, one JSON
+object per line, flushed at once:
+
+``{"type": "started", "pid": 1234, "task": "landcover"}``
+    first line, once the request is read and valid as a dataclass.
+``{"type": "progress", "stage": "infer", "fraction": 0.42, "tiles_done": 21, "tiles_total": 50,
+"eta_seconds": 12.3, "message": "21/50 tiles"}``
+    after validation, after every batch, while finishing.
+``{"type": "result", "task": ..., "outputs": {"classes": path, ..., "report": path},
+"summary": {...}}``
+    last line of a successful run; exit status 0.
+``{"type": "error", "error": "NoOverlapError", "message": "...", "exit_code": 2}``
+    last line of a failed run; exit status 2 (a problem the user can fix), 3 (cancelled) or 1
+    (unexpected: the traceback goes to standard error).
+
+Logging goes to standard error. Cancelling: SIGTERM or SIGINT stop the run at once (the signal
+interrupts the current batch) and remove its temporary files; the ``--cancel-file`` appearing
+stops it before the next batch, which works on every platform. SIGKILL cannot be caught: the
+next run in the same output folder removes the temporary folder it left (POSIX).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from typing import Any, Optional, Sequence, TextIO
+
+from .errors import EXIT_OK, CancelledError, RequestError, exit_code_for
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Emitter", "main"]
+
+
+class Emitter:
+    """Writes protocol lines to a text stream (one JSON object per line, flushed)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, kind: str, **fields: Any) -> None:
+        """Emit ``{"type": kind, **fields}``."""
+        line = json.dumps({"type": kind, **fields}, default=str)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class _SignalCancel:
+    """Turns SIGTERM/SIGINT into an immediate :class:`CancelledError` (raised once)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.cancelled:
+            return  # a second signal must not interrupt the clean-up of the first
+        self.cancelled = True
+        raise CancelledError(f"The run was cancelled (signal {signum}); no output was written.")
+
+    def install(self) -> None:
+        for name in ("SIGTERM", "SIGINT"):
+            number = getattr(signal, name, None)
+            if number is not None:
+                signal.signal(number, self)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m landfuse.core.worker",
+        description="Run one LandFuse request and stream JSON progress lines on stdout.",
+    )
+    parser.add_argument(
+        "request",
+        nargs="?",
+        default="-",
+        help="request JSON file, or - (default) to read it from standard input",
+    )
+    parser.add_argument(
+        "--cancel-file",
+        help="stop the run (cleanly) before the next batch once this file exists",
+    )
+    parser.add_argument("--log-level", default="INFO", help="log level on standard error")
+    return parser
+
+
+def _read_request(source: str) -> dict[str, Any]:
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as handle:
+                text = handle.read()
+    except OSError as error:
+        raise RequestError(f"Cannot read the request {source}: {error}.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RequestError(f"The request is not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise RequestError("The request must be a JSON object.")
+    return data
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the worker.
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (0 ok, 2 bad input, 3 cancelled, 1 unexpected).
+    """
+    args = _parser().parse_args(argv)
+    # Only protocol lines may reach stdout: anything else printed by a library goes to stderr.
+    emit = Emitter(sys.stdout)
+    sys.stdout = sys.stderr
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = _SignalCancel()
+    try:
+        handler.install()
+        from . import engine
+        from .requests import request_from_dict
+
+        request = request_from_dict(_read_request(args.request))
+        emit("started", pid=os.getpid(), task=request.task)
+        cancel_file = args.cancel_file
+
+        def cancelled() -> bool:
+            return handler.cancelled or bool(cancel_file and os.path.exists(cancel_file))
+
+        result = engine.run(
+            request,
+            progress=lambda p: emit("progress", **p.to_dict()),
+            cancel=cancelled,
+        )
+        emit("result", **result.to_dict())
+        return EXIT_OK
+    except BaseException as error:  # every failure becomes one protocol line and an exit code
+        code = exit_code_for(error)
+        if isinstance(error, SystemExit):
+            raise
+        if code == 1:
+            traceback.print_exc(file=sys.stderr)
+        message = str(error) or type(error).__name__
+        if isinstance(error, KeyboardInterrupt):
+            message = "The run was cancelled; no output was written."
+        emit("error", error=type(error).__name__, message=message, exit_code=code)
+        return code
+    finally:
+        sys.stdout = emit.stream
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Blending: the Hann window with a floor, and the band-of-rows accumulator."""
+
+import numpy as np
+import pytest
+
+from landfuse.core.blending import RowBandAccumulator, blend_window
+from landfuse.core.tiling import plan_tiles
+
+pytestmark = pytest.mark.unit
+
+
+def test_window_is_symmetric_peaks_in_the_centre_and_keeps_a_floor():
+    window = blend_window(64, 48, floor=0.1)
+    assert window.shape == (64, 48) and window.dtype == np.float32
+    np.testing.assert_allclose(window, window[::-1, :])
+    np.testing.assert_allclose(window, window[:, ::-1])
+    assert window.max() == pytest.approx(1.0, abs=2e-3)
+    assert window.min() >= 0.1**2 - 1e-7
+    assert window[32, 24] > window[0, 24] > 0
+    assert not window.flags.writeable  # cached: callers must not modify it
+
+
+@pytest.mark.parametrize("args", [(0, 5, 0.1), (5, 5, 0.0), (5, 5, 1.5)])
+def test_window_rejects_bad_arguments(args):
+    with pytest.raises(ValueError):
+        blend_window(*args)
+
+
+def test_identical_tile_values_blend_to_themselves():
+    acc = RowBandAccumulator(channels=2, width=10, capacity=6)
+    values = np.stack([np.full((6, 6), 0.3), np.full((6, 6), 0.7)]).astype(np.float32)
+    acc.add(0, 0, values, blend_window(6, 6))
+    acc.add(0, 4, values, blend_window(6, 6))
+    out = acc.flush(6)
+    assert out.row == 0 and out.covered.all()
+    np.testing.assert_allclose(out.values[0], 0.3, rtol=1e-6)
+    np.testing.assert_allclose(out.values[1], 0.7, rtol=1e-6)
+
+
+def test_overlap_is_the_weighted_average():
+    acc = RowBandAccumulator(channels=1, width=8, capacity=4)
+    a = np.full((1, 4, 6), 1.0, dtype=np.float32)
+    b = np.full((1, 4, 6), 3.0, dtype=np.float32)
+    wa = np.full((4, 6), 1.0, dtype=np.float32)
+    wb = np.full((4, 6), 3.0, dtype=np.float32)
+    acc.add(0, 0, a, wa)
+    acc.add(0, 2, b, wb)
+    out = acc.flush(4).values[0]
+    np.testing.assert_allclose(out[:, :2], 1.0)
+    np.testing.assert_allclose(out[:, 2:6], (1 * 1 + 3 * 3) / 4)
+    np.testing.assert_allclose(out[:, 6:], 3.0)
+
+
+def test_zero_weight_pixels_are_not_covered():
+    acc = RowBandAccumulator(channels=1, width=4, capacity=2)
+    weights = np.array([[1, 0, 1, 1], [1, 1, 0, 1]], dtype=np.float32)
+    acc.add(0, 0, np.ones((1, 2, 4), np.float32), weights)
+    out = acc.flush(2)
+    np.testing.assert_array_equal(out.covered, weights > 0)
+    assert out.values[0][~out.covered].tolist() == [0.0, 0.0]
+
+
+def test_rows_come_out_in_order_and_the_band_stays_bounded():
+    acc = RowBandAccumulator(channels=1, width=5, capacity=4)
+    acc.add(0, 0, np.ones((1, 4, 5), np.float32), np.ones((4, 5), np.float32))
+    assert acc.flush(0) is None
+    first = acc.flush(3)
+    assert (first.row, first.values.shape) == (0, (1, 3, 5))
+    assert acc.top == 3
+    acc.add(3, 0, np.full((1, 4, 5), 2.0, np.float32), np.ones((4, 5), np.float32))
+    second = acc.flush(7)
+    assert second.row == 3
+    np.testing.assert_allclose(second.values[0, 0], 1.5)  # row 3 seen by both tiles
+    np.testing.assert_allclose(second.values[0, 1:], 2.0)
+    assert acc.nbytes == 2 * 4 * 5 * 4  # sums + weights, capacity rows only
+    with pytest.raises(ValueError):
+        acc.add(0, 0, np.ones((1, 2, 5), np.float32), np.ones((2, 5), np.float32))  # flushed
+    with pytest.raises(ValueError):
+        acc.flush(100)
+
+
+def test_tile_independent_predictions_reassemble_exactly():
+    """No seams: when every tile predicts the same value for a pixel, the mosaic is that value."""
+    rng = np.random.default_rng(7)
+    height, width, channels = 90, 70, 3
+    truth = rng.random((channels, height, width)).astype(np.float32)
+    layout = plan_tiles(height, width, 32, 10, stride=16)
+    acc = RowBandAccumulator(channels, width, layout.tile_height)
+    result = np.zeros_like(truth)
+    tile_row = 0
+
+    def drain(until):
+        out = acc.flush(until)
+        if out is not None:
+            assert out.covered.all()
+            result[:, out.row : out.row + out.values.shape[1]] = out.values
+
+    for tile in layout:
+        if tile.tile_row != tile_row:
+            drain(layout.rows_complete_after(tile_row))
+            tile_row = tile.tile_row
+        crop = truth[:, tile.row : tile.row + tile.height, tile.col : tile.col + tile.width]
+        acc.add(tile.row, tile.col, crop, blend_window(tile.height, tile.width))
+    drain(height)
+    np.testing.assert_allclose(result, truth, rtol=1e-5, atol=1e-6)
