@@ -1,0 +1,698 @@
+"""``landfuse train-landcover``, ``landfuse train-change`` and ``landfuse evaluate``.
+
+The seeds' ``train.py`` / ``test.py`` workflow without hard-coded paths: every dataset, model,
+recipe value and output folder is an option. :func:`register` adds the subcommands to the
+engine's parser (:mod:`landfuse.core.cli` calls it); each sets ``func(args) -> int``.
+
+Datasets on the command line:
+
+- a published layout with ``--data ROOT``: AMM-FuseNet (``ann_dir/ s2_dir/ s1_dir/ dem_dir/``
+  with ``train/ val/ test/``) for land cover, LEVIR-CD (``A/ B/ label/``, with ``train/ val/
+  test/`` sub-folders or ``list/<split>.txt``) for change;
+- chips cut from full rasters with ``--scene FILE... LABEL`` (repeatable): the input rasters in
+  the model's order followed by the label raster or a vector file of labelled polygons
+  (``--label-field``); ``--val-scene`` likewise for validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, TextIO
+
+from .errors import EXIT_OK, CancelledError, RequestError
+
+__all__ = ["TrainingPrinter", "parse_class_table", "parse_label_map", "register"]
+
+#: Colours given to classes named on the command line without colours (then cycled).
+_PALETTE = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)  # fmt: skip
+
+_TRAIN_EPILOG = """\
+Outputs in --out: checkpoint.pt (after every epoch: --resume continues from it), training_log.csv
+(metrics per epoch), learning_curves.png, and the weights (model.pt + model.pt.json) with the
+class table, bands, normalisation statistics, training provenance and validation scores; give
+them to predict-{task} --weights.
+
+examples:
+{examples}
+"""
+
+_LANDCOVER_EXAMPLES = """\
+  landfuse train-landcover --model amm_fusenet_s2_s1_hunan --data myhunan --hunan-remap \\
+      --encoder resnet18 --epochs 30 --batch 8 --out runs/hunan
+  landfuse train-landcover --model amm_fusenet_s2_s1_dem --classes water,trees,crops,built \\
+      --scene s2_a.tif s1_a.tif dem_a.tif lulc_a.tif \\
+      --scene s2_b.tif s1_b.tif dem_b.tif lulc_b.tif \\
+      --val-scene s2_c.tif s1_c.tif dem_c.tif lulc_c.tif --label-map 0:255,1:0,2:1,4:2,5:3 \\
+      --chip 64 --encoder resnet18 --epochs 20 --batch 4 --out runs/terramind
+  landfuse train-landcover --model amm_fusenet_s2_s1_hunan --classes classes.json \\
+      --scene s2.tif s1.tif fields.gpkg --label-field crop --finetune runs/hunan/model.pt \\
+      --epochs 10 --out runs/finetuned"""
+
+_CHANGE_EXAMPLES = """\
+  landfuse train-change --model amfnet_rgb_levir --data LEVIR-CD --epochs 200 --batch 32 \\
+      --init-encoders resnet34-b627a593.pth --out runs/levir
+  landfuse train-change --model amfnet_rgb_levir --scene before.tif after.tif changes.gpkg \\
+      --label-field changed --chip 256 --encoder resnet18 --out runs/city"""
+
+_EVALUATE_EPILOG = """\
+Two ways to assess:
+  a weights file on a labelled dataset (the seeds' test.py):
+    landfuse evaluate --weights runs/hunan/model.pt --data myhunan --split test --hunan-remap
+    landfuse evaluate --weights runs/levir/model.pt --data LEVIR-CD --split test \\
+        --visualise --out assessment/
+  a class map (e.g. from predict-landcover) against a reference raster or labelled polygons:
+    landfuse evaluate --map results/landcover_classes.tif --reference survey.gpkg \\
+        --label-field class_id --out assessment/
+
+Outputs in --out: report.json (overall accuracy, kappa, mean IoU, per-class IoU / precision /
+recall / F1, frequency-weighted IoU, change scores) and confusion_matrix.csv; with --visualise,
+the change visualisation (true positives white, false positives red, false negatives green).
+"""
+
+
+def parse_label_map(text: str) -> dict[Any, int]:
+    """Parse ``"0:255,1:0,2:1"`` (or ``"water:0,forest:1"`` for text fields) into a mapping.
+
+    Raises:
+        argparse.ArgumentTypeError: for a malformed entry.
+    """
+    mapping: dict[Any, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.rpartition(":")
+        if not sep or not key.strip() or not value.strip().lstrip("-").isdigit():
+            raise argparse.ArgumentTypeError(
+                f"'{item}' is not VALUE:CLASS (e.g. 0:255,1:0,2:1 or water:0)"
+            )
+        source = key.strip()
+        mapping[int(source) if source.lstrip("-").isdigit() else source] = int(value)
+    if not mapping:
+        raise argparse.ArgumentTypeError("give at least one VALUE:CLASS pair")
+    return mapping
+
+
+def parse_class_table(text: str) -> tuple[Any, ...]:
+    """A class table from a JSON file or a comma-separated list of names.
+
+    The JSON file holds a list of ``{"name": ..., "color": [r, g, b]}`` (values are the list
+    order), or names only; names on the command line get colours from a fixed palette.
+
+    Returns:
+        ``ClassSpec`` tuple with values 0..n-1.
+
+    Raises:
+        argparse.ArgumentTypeError: for an empty or malformed table.
+    """
+    from ..models.registry import ClassSpec
+
+    path = Path(text)
+    entries: list[Any]
+    if path.suffix.lower() == ".json" or path.is_file():
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(f"cannot read the class table {text}: {exc}") from exc
+        if isinstance(entries, dict) and "classes" in entries:
+            entries = entries["classes"]
+    else:
+        entries = [name.strip() for name in text.split(",") if name.strip()]
+    if not isinstance(entries, list) or not entries:
+        raise argparse.ArgumentTypeError("the class table needs at least one class")
+    classes = []
+    for value, entry in enumerate(entries):
+        color: tuple[int, int, int]
+        if isinstance(entry, str):
+            name, color = entry, _PALETTE[value % len(_PALETTE)]
+        elif isinstance(entry, dict) and "name" in entry:
+            name = str(entry["name"])
+            raw = entry.get("color", _PALETTE[value % len(_PALETTE)])
+            if not (isinstance(raw, (list, tuple)) and len(raw) == 3):
+                raise argparse.ArgumentTypeError(f"class {name}: color must be [r, g, b]")
+            color = (int(raw[0]), int(raw[1]), int(raw[2]))
+        else:
+            raise argparse.ArgumentTypeError(f"class entry {entry!r}: give a name or an object")
+        classes.append(ClassSpec(value, name, color))
+    return tuple(classes)
+
+
+class TrainingPrinter:
+    """Progress of a training run on a terminal (a bar per epoch) or as one line per epoch.
+
+    Args:
+        stream: Where to write (standard error).
+        quiet: Print nothing.
+    """
+
+    def __init__(self, stream: TextIO, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._open_line = False
+
+    def __call__(self, progress: Any) -> None:
+        """Draw one ``training.TrainingProgress``."""
+        if self.quiet:
+            return
+        eta = "" if progress.eta_s is None else f", {_duration(progress.eta_s)} left"
+        if progress.phase == "train":
+            if self.tty:
+                width = 24
+                filled = round(width * progress.step / max(1, progress.steps_per_epoch))
+                self.stream.write(
+                    f"\repoch {progress.epoch}/{progress.epochs} [{'#' * filled:-<{width}}] "
+                    f"loss {progress.loss:.4f}{eta}   "
+                )
+                self.stream.flush()
+                self._open_line = True
+            return
+        if self._open_line:
+            self.stream.write("\n")
+            self._open_line = False
+        shown = ("train_loss", "val_loss", "oa", "miou", "kappa", "change_f1", "learning_rate")
+        values = ", ".join(
+            f"{k} {v:.4g}" for k, v in progress.metrics.items() if k in shown and _finite(v)
+        )
+        self.stream.write(f"epoch {progress.epoch}/{progress.epochs}: {values}{eta}\n")
+        self.stream.flush()
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsers
+
+
+def _add_data_options(parser: argparse.ArgumentParser, task: str) -> None:
+    data = parser.add_argument_group("data (a published layout with --data, or --scene rasters)")
+    layout = "AMM-FuseNet layout (ann_dir, s2_dir...)" if task == "landcover" else "LEVIR-CD"
+    data.add_argument("--data", metavar="ROOT", help=f"dataset root in the {layout} layout")
+    data.add_argument("--train-split", default="train", help="training split (train)")
+    data.add_argument(
+        "--val-split",
+        default="val",
+        help="validation split ('none' to train without validation; default val)",
+    )
+    if task == "landcover":
+        data.add_argument(
+            "--modalities",
+            nargs="+",
+            metavar="KEY",
+            help="modality folders in the model's order (default: the model's keys, e.g. s2 s1)",
+        )
+        data.add_argument(
+            "--hunan-remap",
+            action="store_true",
+            help="remap Hunan labels (255→12, then [255,0,1,2,1,3,4,6,6,5,6,7,255])",
+        )
+    _add_scene_options(data, task)
+
+
+def _add_scene_options(group: Any, task: str) -> None:
+    inputs = "S2 S1 ... LABEL" if task == "landcover" else "BEFORE AFTER LABEL"
+    group.add_argument(
+        "--scene",
+        nargs="+",
+        action="append",
+        metavar="FILE",
+        help=f"one area: {inputs} (inputs in the model's order, then a label raster or a vector "
+        "file of polygons); repeat for more areas",
+    )
+    group.add_argument(
+        "--val-scene",
+        nargs="+",
+        action="append",
+        metavar="FILE",
+        help="a validation area, as --scene (repeatable)",
+    )
+    group.add_argument("--label-field", metavar="NAME", help="class attribute of label polygons")
+    group.add_argument(
+        "--label-map",
+        type=parse_label_map,
+        metavar="MAP",
+        help="label value to class, e.g. 0:255,1:0,2:1 (255 ignores a value)",
+    )
+    group.add_argument("--chip", type=int, default=256, metavar="PX", help="chip size (256)")
+    group.add_argument("--stride", type=int, metavar="PX", help="chip step (default: --chip)")
+    group.add_argument(
+        "--min-labelled",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="minimum share of labelled pixels in a chip (0: any)",
+    )
+    group.add_argument(
+        "--preload", action="store_true", help="hold the scenes in memory (faster epochs)"
+    )
+
+
+def _add_train_options(parser: argparse.ArgumentParser, task: str) -> None:
+    parser.add_argument("--model", required=True, help="registry model (see `landfuse models`)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    _add_data_options(parser, task)
+    model = parser.add_argument_group("network")
+    model.add_argument(
+        "--encoder",
+        choices=("resnet18", "resnet34", "resnet50"),
+        help="ResNet of the encoders (default: the model's; resnet18 is the light variant)",
+    )
+    if task == "landcover":
+        model.add_argument(
+            "--output-stride", type=int, choices=(8, 16), help="AMM-FuseNet output stride"
+        )
+    model.add_argument(
+        "--classes",
+        type=parse_class_table,
+        metavar="TABLE",
+        help="class table: names separated by commas, or a JSON file of {name, color} "
+        "(default: the model's)",
+    )
+    start = model.add_mutually_exclusive_group()
+    start.add_argument(
+        "--init-encoders",
+        metavar="FILE",
+        help="ResNet state_dict (e.g. torchvision ImageNet weights) for the encoders",
+    )
+    start.add_argument(
+        "--finetune",
+        metavar="FILE",
+        help="weights to start from (LandFuse file or published checkpoint); the classifier "
+        "is replaced when --classes differs",
+    )
+    recipe = parser.add_argument_group("recipe (default: the published one of the model)")
+    recipe.add_argument("--epochs", type=int, metavar="N", help="epochs")
+    recipe.add_argument(
+        "--max-iterations",
+        type=int,
+        metavar="N",
+        help="optimiser steps (AMM-FuseNet's published recipe: 50000); with --epochs, the first "
+        "reached ends the run",
+    )
+    recipe.add_argument("--batch", type=int, metavar="N", help="batch size (at least 2)")
+    recipe.add_argument("--lr", type=float, metavar="F", help="initial learning rate")
+    recipe.add_argument("--optimizer", choices=("sgd", "adam"), help="optimiser")
+    recipe.add_argument("--momentum", type=float, metavar="F", help="SGD momentum")
+    recipe.add_argument("--weight-decay", type=float, metavar="F", help="weight decay")
+    recipe.add_argument("--poly-power", type=float, metavar="F", help="poly decay power")
+    recipe.add_argument(
+        "--patience",
+        type=int,
+        metavar="N",
+        help="stop when the validation score has not improved for N epochs",
+    )
+    recipe.add_argument(
+        "--monitor", metavar="SCORE", help="validation score: miou, change_f1, oa, kappa, fw_iou"
+    )
+    recipe.add_argument(
+        "--normalisation",
+        choices=("auto", "fixed_stats", "registry", "weights"),
+        help="auto: statistics of the training data (or of the fine-tuned weights)",
+    )
+    recipe.add_argument("--no-augment", action="store_true", help="no flips / rotations")
+    recipe.add_argument("--workers", type=int, metavar="N", help="data loading processes (0)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    run.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    run.add_argument("--weights-name", default="model.pt", help="weights file name (model.pt)")
+    run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train-landcover``, ``train-change`` and ``evaluate`` to the ``landfuse`` parser.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers()`` returned.
+    """
+    commands = (
+        ("landcover", "train-landcover", "a land-cover model", _LANDCOVER_EXAMPLES),
+        ("change", "train-change", "a change-detection model", _CHANGE_EXAMPLES),
+    )
+    for task, command, what, examples in commands:
+        helptext = f"train or fine-tune {what}"
+        parser = subparsers.add_parser(
+            command,
+            help=helptext,
+            description=f"{helptext[0].upper()}{helptext[1:]} with the published recipe "
+            "(configurable), on a published dataset layout or on chips cut from your rasters.",
+            epilog=_TRAIN_EPILOG.format(task=task, examples=examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_train_options(parser, task)
+        parser.set_defaults(func=_train, task=task)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="assess a model on a labelled dataset, or a class map against a reference",
+        description="Accuracy assessment: confusion matrix, overall accuracy, kappa, IoU, F1.",
+        epilog=_EVALUATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = evaluate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--weights", metavar="FILE", help="weights file to assess on a dataset")
+    what.add_argument("--map", metavar="FILE", help="class map to assess against --reference")
+    evaluate.add_argument(
+        "--model", help="registry model (needed for published checkpoints; checked otherwise)"
+    )
+    data = evaluate.add_argument_group("dataset (with --weights)")
+    data.add_argument("--data", metavar="ROOT", help="dataset root (AMM-FuseNet or LEVIR-CD)")
+    data.add_argument("--split", default="test", help="split to assess (test; 'none': all)")
+    data.add_argument("--modalities", nargs="+", metavar="KEY", help="AMM-FuseNet folders")
+    data.add_argument("--hunan-remap", action="store_true", help="remap Hunan labels")
+    _add_scene_options(data, "landcover")
+    data.add_argument("--batch", type=int, default=4, metavar="N", help="batch size (4)")
+    data.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ref = evaluate.add_argument_group("reference (with --map)")
+    ref.add_argument("--reference", metavar="FILE", help="reference raster or labelled polygons")
+    ref.add_argument(
+        "--class-names",
+        type=parse_class_table,
+        metavar="TABLE",
+        help="class names of the map (default: those stored in it)",
+    )
+    ref.add_argument(
+        "--change", action="store_true", help="the map is a change map (class 1 = change)"
+    )
+    out = evaluate.add_argument_group("outputs")
+    out.add_argument("--out", metavar="DIR", help="write report.json and confusion_matrix.csv")
+    out.add_argument(
+        "--visualise",
+        action="store_true",
+        help="write the change visualisation (white TP, red FP, green FN) into --out",
+    )
+    out.add_argument("--ignore", type=int, default=255, help="label value to ignore (255)")
+    out.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    evaluate.set_defaults(func=_evaluate)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _scenes(groups: Optional[Sequence[Sequence[str]]], args: argparse.Namespace) -> list[Any]:
+    from .datasets import RasterScene
+
+    scenes = []
+    for files in groups or ():
+        if len(files) < 2:
+            raise RequestError(
+                f"--scene {' '.join(files)}: give the input rasters followed by the labels."
+            )
+        scenes.append(
+            RasterScene(
+                inputs=tuple(files[:-1]),
+                label=files[-1],
+                label_field=args.label_field,
+                label_map=args.label_map,
+            )
+        )
+    return scenes
+
+
+def _chips(scenes: list[Any], args: argparse.Namespace, nearest: Sequence[int]) -> Any:
+    from .datasets import RasterChipDataset
+
+    return RasterChipDataset(
+        scenes,
+        chip_size=args.chip,
+        stride=args.stride,
+        min_labelled_fraction=args.min_labelled,
+        nearest_inputs=nearest,
+        preload=args.preload,
+    )
+
+
+def _layout_dataset(args: argparse.Namespace, spec: Any, split: Optional[str]) -> Any:
+    from .datasets import AmmFuseNetDataset, LevirCDDataset
+
+    if spec.task == "change":
+        return LevirCDDataset(args.data, split=split)
+    if split is None:
+        raise RequestError(
+            "The AMM-FuseNet layout keeps its samples in train/ val/ test/ folders: name one "
+            "with --split."
+        )
+    modalities = tuple(args.modalities or (m.key for m in spec.modalities))
+    return AmmFuseNetDataset(
+        args.data,
+        split=split,
+        modalities=modalities,
+        hunan_remap=args.hunan_remap,
+        label_map=getattr(args, "label_map", None),
+    )
+
+
+def _nearest_inputs(spec: Any) -> tuple[int, ...]:
+    """Inputs the registry says to align with nearest (e.g. a categorical layer)."""
+    if spec.task == "change":
+        return (0, 1) if spec.modalities[0].resampling == "nearest" else ()
+    return tuple(i for i, m in enumerate(spec.modalities) if m.resampling == "nearest")
+
+
+def _datasets(args: argparse.Namespace, spec: Any) -> tuple[Any, Optional[Any], str]:
+    if args.data and args.scene:
+        raise RequestError("Give either --data (a dataset layout) or --scene, not both.")
+    if args.data:
+        train = _layout_dataset(args, spec, args.train_split)
+        val_split = None if args.val_split.lower() == "none" else args.val_split
+        val = _layout_dataset(args, spec, val_split) if val_split else None
+        return train, val, f"{args.data} (splits {args.train_split} / {val_split})"
+    if not args.scene:
+        raise RequestError("Give the training data: --data ROOT, or --scene FILES... LABEL.")
+    nearest = _nearest_inputs(spec)
+    train = _chips(_scenes(args.scene, args), args, nearest)
+    val = _chips(_scenes(args.val_scene, args), args, nearest) if args.val_scene else None
+    names = "; ".join(" ".join(s) for s in args.scene)
+    return train, val, f"chips of {args.chip} px from {names}"
+
+
+def _recipe(args: argparse.Namespace, model: str) -> Any:
+    from .training import recipe_for
+
+    changes: dict[str, Any] = {}
+    simple = {
+        "batch": "batch_size",
+        "lr": "learning_rate",
+        "optimizer": "optimizer",
+        "momentum": "momentum",
+        "weight_decay": "weight_decay",
+        "poly_power": "poly_power",
+        "patience": "patience",
+        "monitor": "monitor",
+        "normalisation": "normalisation",
+        "workers": "num_workers",
+    }
+    for option, name in simple.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            changes[name] = value
+    if args.epochs is not None or args.max_iterations is not None:
+        changes["epochs"] = args.epochs
+        changes["max_iterations"] = args.max_iterations
+    if args.no_augment:
+        changes["augmentation"] = None
+    return recipe_for(model, **changes)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..models.registry import get_model_spec
+    from .training import TrainingConfig, resolve_model_spec, train
+
+    spec = get_model_spec(args.model)
+    if spec.task != args.task:
+        other = "train-change" if spec.task == "change" else "train-landcover"
+        raise RequestError(f"{args.model} is a {spec.task} model; use `landfuse {other}`.")
+    config = TrainingConfig(
+        model=args.model,
+        output_dir=args.out,
+        recipe=_recipe(args, args.model),
+        encoder=args.encoder,
+        output_stride=getattr(args, "output_stride", None),
+        classes=args.classes,
+        seed=args.seed,
+        device=args.device,
+        init_encoders=args.init_encoders,
+        finetune_from=args.finetune,
+        resume=args.resume,
+        weights_name=args.weights_name,
+        command="landfuse " + " ".join(sys.argv[1:]),
+    )
+    train_set, val_set, description = _datasets(args, resolve_model_spec(config))
+    config = dataclasses.replace(config, data_description=description)
+    printer = TrainingPrinter(sys.stderr, quiet=args.quiet)
+    started = time.monotonic()
+    try:
+        result = train(config, train_set, val_set, progress=printer)
+    except KeyboardInterrupt:
+        raise CancelledError(
+            f"Training interrupted; the checkpoint of the last finished epoch is in {args.out}: "
+            "continue with the same command and --resume."
+        ) from None
+    summary = {
+        "weights": str(result.weights_path),
+        "sha256": result.sha256,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "monitor": result.monitor,
+        "best_score": result.best_score,
+        "stopped_early": result.stopped_early,
+        "log": str(result.log_path),
+        "plot": str(result.plot_path) if result.plot_path else None,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    if args.json:
+        _say(json.dumps(summary, indent=2))
+    else:
+        score = (
+            "" if result.best_score is None else f", best {result.monitor} {result.best_score:.4f}"
+        )
+        _say(f"weights: {result.weights_path}{score} ({result.epochs_run} epochs)")
+        _say(f"log: {result.log_path}")
+        if result.plot_path:
+            _say(f"learning curves: {result.plot_path}")
+    return EXIT_OK
+
+
+def _write_png(path: Path, rgb: Any) -> None:
+    import warnings
+
+    import numpy as np
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(
+            path,
+            "w",
+            driver="PNG",
+            width=rgb.shape[1],
+            height=rgb.shape[0],
+            count=3,
+            dtype="uint8",
+        ) as dst:
+            dst.write(np.moveaxis(rgb, -1, 0))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .metrics import assess_class_map, write_confusion_csv, write_report_json
+
+    out = Path(args.out) if args.out else None
+    if args.visualise and out is None:
+        raise RequestError("--visualise writes files: give --out DIR.")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if args.map:
+        if not args.reference:
+            raise RequestError("--map needs --reference (a raster or labelled polygons).")
+        names = [c.name for c in args.class_names] if args.class_names else None
+        if args.change and names is None:
+            names = ["no change", "change"]
+        report = assess_class_map(
+            args.map,
+            args.reference,
+            label_field=args.label_field,
+            label_map=args.label_map,
+            class_names=names,
+            ignore_index=args.ignore,
+            change_class=1 if args.change else None,
+            visualisation=(out / "change_visualisation.tif") if args.visualise and out else None,
+        )
+        extra = {"map": args.map, "reference": args.reference}
+    else:
+        report, extra = _evaluate_weights(args, out)
+    if out is not None:
+        write_report_json(report, out / "report.json", **extra)
+        write_confusion_csv(report, out / "confusion_matrix.csv")
+    if args.json:
+        data = report.to_dict()
+        data.update(extra)
+        _say(json.dumps(data, indent=2))
+    else:
+        for key, value in report.scalars().items():
+            _say(f"{key}: {'n/a' if not _finite(value) else f'{value:.4f}'}")
+        if out is not None:
+            _say(f"report: {out / 'report.json'}")
+    return EXIT_OK
+
+
+def _evaluate_weights(args: argparse.Namespace, out: Optional[Path]) -> tuple[Any, dict[str, Any]]:
+    from ..models import weights as weights_io
+    from ..models.errors import WeightsMismatchError
+    from .metrics import change_visualisation
+    from .training import evaluate_weights, spec_from_metadata
+
+    if args.model is None:
+        try:
+            _, metadata, _ = weights_io.read_weights(args.weights)
+        except WeightsMismatchError as exc:
+            raise RequestError(
+                f"{args.weights} has no LandFuse metadata; if it is a published checkpoint, "
+                "name its model with --model."
+            ) from exc
+        spec = spec_from_metadata(metadata)
+    else:
+        from ..models.registry import get_model_spec
+
+        spec = get_model_spec(args.model)
+    split = None if args.split.lower() == "none" else args.split
+    if args.data and args.scene:
+        raise RequestError("Give either --data or --scene, not both.")
+    if args.data:
+        dataset = _layout_dataset(args, spec, split)
+    elif args.scene:
+        dataset = _chips(_scenes(args.scene, args), args, _nearest_inputs(spec))
+    else:
+        raise RequestError("--weights needs a dataset: --data ROOT or --scene FILES... LABEL.")
+    callback = None
+    if args.visualise and out is not None:
+        if spec.task != "change":
+            raise RequestError("--visualise draws change maps; the model is a land-cover model.")
+        folder = out / "visualisation"
+        folder.mkdir(exist_ok=True)
+
+        def callback(name: str, prediction: Any, label: Any) -> None:
+            stem = Path(name).stem.replace("@", "_").replace(",", "_")
+            _write_png(folder / f"{stem}.png", change_visualisation(prediction, label))
+
+    report = evaluate_weights(
+        args.weights,
+        dataset,
+        model_name=args.model,
+        device=args.device,
+        batch_size=args.batch,
+        ignore_index=args.ignore,
+        on_prediction=callback,
+    )
+    extra = {
+        "weights": args.weights,
+        "weights_sha256": weights_io.file_sha256(args.weights),
+        "data": args.data or [" ".join(s) for s in args.scene],
+        "split": split,
+        "samples": len(dataset),
+    }
+    return report, extra
