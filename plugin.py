@@ -62,7 +62,7 @@ class LandFusePlugin:
         if self.dock is None:
             from .ui.dock import LandFuseDock
 
-            self.dock = LandFuseDock(self.iface.mainWindow())
+            self.dock = LandFuseDock(self.iface.mainWindow(), self.iface)
             self.dock.visibilityChanged.connect(self._on_dock_visibility_changed)
             self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         return self.dock

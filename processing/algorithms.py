@@ -7,4 +7,18 @@ from typing import List, Type
 
 from qgis.core import QgsProcessingAlgorithm
 
-ALGORITHM_CLASSES: List[Type[QgsProcessingAlgorithm]] = []
+from .alg_assess import AssessAccuracyAlgorithm, ChangeVisualisationAlgorithm
+from .alg_change import ChangeDetectionAlgorithm
+from .alg_landcover import LandCoverAlgorithm
+from .alg_train import TrainChangeAlgorithm, TrainLandCoverAlgorithm
+from .alg_vectorise import VectoriseChangesAlgorithm
+
+ALGORITHM_CLASSES: List[Type[QgsProcessingAlgorithm]] = [
+    LandCoverAlgorithm,
+    ChangeDetectionAlgorithm,
+    VectoriseChangesAlgorithm,
+    ChangeVisualisationAlgorithm,
+    TrainLandCoverAlgorithm,
+    TrainChangeAlgorithm,
+    AssessAccuracyAlgorithm,
+]

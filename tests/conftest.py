@@ -69,3 +69,20 @@ def make_geotiff(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def qt_slot_exceptions(monkeypatch):
+    """Fail the test on an exception raised inside a Qt slot (PyQt would otherwise abort the
+    whole process through qFatal, hiding which test and which slot)."""
+    import sys
+    import traceback
+
+    caught = []
+
+    def hook(kind, value, tb):
+        caught.append("".join(traceback.format_exception(kind, value, tb)))
+
+    monkeypatch.setattr(sys, "excepthook", hook)
+    yield
+    assert not caught, "exception(s) in Qt slots:\n" + "\n".join(caught)

@@ -1,21 +1,29 @@
-"""Run inside a real QGIS (``qgis --code``) by test_real_qgis.py; not a pytest module.
+"""Run inside a real QGIS (``qgis --code``) by the GUI tests; not a pytest module.
 
-Reads its instructions from environment variables, drives the QGIS main window, saves
-screenshots and writes what it saw as JSON, then quits QGIS.
+Reads a scenario (JSON) from ``LANDFUSE_GUI_SCENARIO``, drives the QGIS main window and the
+LandFuse dock the way a user does (toolbar button, layer pickers, Run), saves screenshots, writes
+what it saw as JSON to ``LANDFUSE_GUI_RESULT`` and quits QGIS.
+
+Scenario keys: ``shots`` (folder), ``layers`` ({name: path}); optional ``landcover`` and
+``change`` runs ({"s2": name, "s1": name, "weights": path} / {"before": name, "after": name,
+"weights": path}), ``output_dir``.
 """
 
 import json
 import os
+import time
 import traceback
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, plugins
 
+with open(os.environ["LANDFUSE_GUI_SCENARIO"], encoding="utf-8") as _handle:
+    SCENARIO = json.load(_handle)
 RESULT = os.environ["LANDFUSE_GUI_RESULT"]
-SHOTS = os.environ["LANDFUSE_GUI_SHOTS"]
-RASTER = os.environ["LANDFUSE_GUI_RASTER"]
-state = {"plugins": sorted(plugins.keys()), "errors": []}
+SHOTS = SCENARIO["shots"]
+state = {"plugins": sorted(plugins.keys()), "errors": [], "runs": {}}
+layers = {}
 
 
 def finish() -> None:
@@ -24,41 +32,104 @@ def finish() -> None:
     QgsApplication.exit(0)
 
 
-def capture() -> None:
+def shot(widget, name: str) -> None:
+    widget.grab().save(os.path.join(SHOTS, name))
+
+
+def wait(predicate, timeout: float) -> bool:
+    start = time.monotonic()
+    while not predicate() and time.monotonic() - start < timeout:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    return predicate()
+
+
+def settle(seconds: float = 1.0) -> None:
+    """Let the canvas render and the widgets repaint before a screenshot."""
+    wait(lambda: False, seconds)
+    iface.mapCanvas().waitWhileRendering()
+
+
+def run_from_dock(dock, kind: str, spec: dict) -> None:
+    if kind == "landcover":
+        dock.show_panel(dock.landcover)
+        panel = dock.landcover
+        panel.layer_combos["s2"].setLayer(layers[spec["s2"]])
+        for key in ("s1", "dem"):
+            panel.layer_combos[key].setLayer(layers[spec[key]] if spec.get(key) else None)
+    else:
+        dock.show_panel(dock.change)
+        panel = dock.change
+        panel.before.setLayer(layers[spec["before"]])
+        panel.after.setLayer(layers[spec["after"]])
+    if spec.get("model"):
+        panel.model_combo.setCurrentIndex(panel.model_combo.findData(spec["model"]))
+    panel.weights.setFilePath(spec["weights"])
+    dock.output_dir.setFilePath(SCENARIO["output_dir"])
+    settle(0.5)
+    shot(dock, f"dock_{kind}_before.png")
+    dock.run_button.click()
+    seen_progress = wait(lambda: dock.task is None or dock.progress.value() > 0, 120)
+    if dock.task is not None and seen_progress:
+        shot(dock, f"dock_{kind}_during.png")
+    finished = wait(lambda: dock.task is None, 900)
+    record = {"finished": finished, "status": dock.status.text()}
+    if dock.last_failure is not None and finished:
+        record["failure"] = dock.last_failure.message
+    if dock.last_summary is not None:
+        record["summary"] = dock.last_summary.text
+    root = QgsProject.instance().layerTreeRoot()
+    record["groups"] = {
+        group.name(): [node.layer().name() for node in group.findLayers()]
+        for group in root.findGroups()
+    }
+    state["runs"][kind] = record
+    first_group = root.findGroups()[0] if root.findGroups() else None
+    if first_group is not None and first_group.findLayers():
+        iface.setActiveLayer(first_group.findLayers()[0].layer())
+        iface.mapCanvas().setExtent(first_group.findLayers()[0].layer().extent())
+        iface.mapCanvas().refresh()
+    settle(2.0)
+    shot(dock, f"dock_{kind}_after.png")
+    shot(iface.mainWindow(), f"map_{kind}.png")
+
+
+def main() -> None:
     try:
-        plugin = plugins["landfuse"]
+        plugin = plugins.get("landfuse")
+        if plugin is None:
+            state["errors"].append("the landfuse plugin is not loaded")
+            return
+        for name, path in SCENARIO["layers"].items():
+            layer = QgsRasterLayer(path, name)
+            state.setdefault("layers_valid", {})[name] = layer.isValid()
+            QgsProject.instance().addMapLayer(layer)
+            layers[name] = layer
+        if layers:
+            iface.mapCanvas().setExtent(next(iter(layers.values())).extent())
+        iface.mainWindow().resize(1600, 1000)
+        plugin.actions[0].trigger()  # the toolbar button opens the dock
         dock = plugin.dock
-        state["dock_visible"] = bool(dock is not None and dock.isVisible())
+        wait(lambda: dock.probe is not None, 60)  # the background torch probe
+        state["dock_visible"] = bool(dock.isVisible())
+        state["toolbar_checked"] = plugin.actions[0].isChecked()
+        state["torch_banner"] = dock.torch_banner.isVisible()
+        dock.show_panel(dock.layers_panel)
         tree = dock.tree
         state["dock_layers"] = [
             [tree.topLevelItem(i).text(0), tree.topLevelItem(i).text(1)]
             for i in range(tree.topLevelItemCount())
         ]
-        state["toolbar_checked"] = plugin.actions[0].isChecked()
-        iface.mainWindow().grab().save(os.path.join(SHOTS, "qgis_main_window.png"))
-        dock.grab().save(os.path.join(SHOTS, "landfuse_dock.png"))
-    except Exception:
+        settle(1.0)
+        shot(iface.mainWindow(), "qgis_main_window.png")
+        shot(dock, "landfuse_dock.png")
+        for kind in ("landcover", "change"):
+            if SCENARIO.get(kind):
+                run_from_dock(dock, kind, SCENARIO[kind])
+    except Exception:  # report anything to the test, then quit QGIS
         state["errors"].append(traceback.format_exc())
-    finish()
-
-
-def start() -> None:
-    try:
-        if "landfuse" not in plugins:
-            state["errors"].append("the landfuse plugin is not loaded")
-            finish()
-            return
-        layer = QgsRasterLayer(RASTER, "Sentinel-2 demo (B04 B03 B02)")
-        state["layer_valid"] = layer.isValid()
-        QgsProject.instance().addMapLayer(layer)
-        iface.mapCanvas().setExtent(layer.extent())
-        # Open the dock the way a user does: the toolbar button.
-        plugins["landfuse"].actions[0].trigger()
-        iface.mainWindow().resize(1600, 1000)
-        QTimer.singleShot(2500, capture)
-    except Exception:
-        state["errors"].append(traceback.format_exc())
+    finally:
         finish()
 
 
-QTimer.singleShot(500, start)
+QTimer.singleShot(500, main)

@@ -14,7 +14,6 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -24,44 +23,30 @@ SHOTS = ROOT / "build" / "screenshots"
 SESSION_SCRIPT = Path(__file__).with_name("qgis_session.py")
 
 
+def gui_weights(folder: Path) -> dict:
+    """Weights for the GUI runs: the bundled demo weights when present, else tiny random ones."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "qgis"))
+    try:
+        from conftest import tiny_weights
+    finally:
+        sys.path.pop(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "landcover_model": "amm_fusenet_s2_s1_dem",
+        "landcover": str(tiny_weights(folder, "amm_fusenet_s2_s1_dem")),
+        "change_model": "amfnet_s2",
+        "change": str(tiny_weights(folder, "amfnet_s2")),
+    }
+
+
 def _load_packager():
     script = ROOT / "scripts" / "package.py"
     spec = importlib.util.spec_from_file_location("landfuse_package", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _scene(path: Path) -> Path:
-    """A 3-band 10 m UInt16 raster with smooth fields, so the map shows something."""
-    import rasterio
-    from rasterio.transform import from_origin
-
-    rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[0:200, 0:300].astype("float32")
-    base = np.stack(
-        [
-            1200 + 600 * np.sin(xx / 23.0) * np.cos(yy / 31.0),
-            1000 + 500 * np.cos(xx / 41.0 + yy / 17.0),
-            800 + 400 * np.sin((xx + yy) / 29.0),
-        ]
-    )
-    data = (base + rng.normal(0, 40, base.shape)).clip(0, 10000).astype("uint16")
-    profile = dict(
-        driver="GTiff",
-        width=300,
-        height=200,
-        count=3,
-        dtype="uint16",
-        crs="EPSG:32631",
-        transform=from_origin(600000, 5300000, 10, 10),
-        nodata=0,
-    )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        for band, name in enumerate(["B04", "B03", "B02"], start=1):
-            dst.set_band_description(band, name)
-    return path
 
 
 def _image_has_content(path: Path) -> bool:
@@ -74,6 +59,13 @@ def _image_has_content(path: Path) -> bool:
         image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
     }
     return len(colours) > 10
+
+
+def _demo_data():
+    spec = importlib.util.spec_from_file_location("demo_data", ROOT / "scripts" / "demo_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +82,44 @@ def qgis_run(tmp_path_factory):
     (profile / "QGIS").mkdir()
     (profile / "QGIS" / "QGIS3.ini").write_text("[PythonPlugins]\nlandfuse=true\n")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for old in ("qgis_main_window.png", "landfuse_dock.png"):
-        (SHOTS / old).unlink(missing_ok=True)
+    for old in SHOTS.glob("*.png"):
+        old.unlink()
+    demo = _demo_data()
+    scene = demo.write_landcover_scene(tmp / "scene", size=256, seed=5)
+    pair = demo.write_change_pair(tmp / "pair", size=256, seed=15)
+    weights = gui_weights(tmp / "weights")
+    scenario = {
+        "shots": str(SHOTS),
+        "output_dir": str(tmp / "outputs"),
+        "layers": {
+            "Sentinel-2": str(scene.s2),
+            "Sentinel-1": str(scene.s1),
+            "DEM": str(scene.dem),
+            "Before (Sentinel-2)": str(pair.before),
+            "After (Sentinel-2)": str(pair.after),
+        },
+        "landcover": {
+            "s2": "Sentinel-2",
+            "s1": "Sentinel-1",
+            "dem": "DEM",
+            "model": weights["landcover_model"],
+            "weights": weights["landcover"],
+        },
+        "change": {
+            "before": "Before (Sentinel-2)",
+            "after": "After (Sentinel-2)",
+            "model": weights["change_model"],
+            "weights": weights["change"],
+        },
+    }
+    scenario_path = tmp / "scenario.json"
+    scenario_path.write_text(json.dumps(scenario))
     result = tmp / "result.json"
     env = dict(os.environ)
     env.update(
         PYTHONPATH=sysconfig.get_paths()["purelib"],  # the venv's torch for QGIS's Python
         LANDFUSE_GUI_RESULT=str(result),
-        LANDFUSE_GUI_SHOTS=str(SHOTS),
-        LANDFUSE_GUI_RASTER=str(_scene(tmp / "s2_demo.tif")),
+        LANDFUSE_GUI_SCENARIO=str(scenario_path),
         XDG_RUNTIME_DIR=str(tmp),
     )
     env.pop("QT_QPA_PLATFORM", None)  # a real window, not the offscreen platform of pytest-qgis
@@ -113,7 +134,7 @@ def qgis_run(tmp_path_factory):
     ]
     if not env.get("DISPLAY"):
         command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", *command]
-    proc = subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True, timeout=1200)
     log = f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert result.is_file(), f"QGIS ended without running the session script.\n{log}"
     return json.loads(result.read_text()), log, zip_path
@@ -127,17 +148,49 @@ def test_plugin_loads_from_the_packaged_zip(qgis_run):
 
 def test_dock_opens_and_lists_the_raster(qgis_run):
     state, log, _ = qgis_run
-    assert state.get("layer_valid") is True, log
+    assert all(state["layers_valid"].values()), log
     assert state.get("dock_visible") is True, log
     assert state.get("toolbar_checked") is True
-    assert state["dock_layers"] == [
-        ["Sentinel-2 demo (B04 B03 B02)", "3 bands · UInt16 · EPSG:32631 · 10 m"]
-    ]
+    rows = dict(state["dock_layers"])
+    assert rows["Sentinel-2"] == "13 bands · UInt16 · EPSG:32633 · 10 m"
+    assert rows["Sentinel-1"] == "2 bands · Float32 · EPSG:32633 · 20 m"
+    assert rows["DEM"].startswith("1 band · Float32 · EPSG:4326")
+    assert state["torch_banner"] is False  # the venv's torch is visible to QGIS
 
 
-def test_screenshots_show_something(qgis_run):
-    for name in ("qgis_main_window.png", "landfuse_dock.png"):
-        assert _image_has_content(SHOTS / name), f"{name} is missing or blank"
+def test_landcover_run_from_the_dock(qgis_run):
+    state, log, _ = qgis_run
+    run = state["runs"]["landcover"]
+    assert run["finished"] and "failure" not in run, (run, log)
+    assert "Land-cover map ready" in run["summary"]
+    groups = {name: layers for name, layers in run["groups"].items() if "landcover" in name}
+    assert list(groups.values()) == [["Land cover", "Confidence (%)"]]
+
+
+def test_change_run_from_the_dock(qgis_run):
+    state, log, _ = qgis_run
+    run = state["runs"]["change"]
+    assert run["finished"] and "failure" not in run, (run, log)
+    assert "Change map ready" in run["summary"]
+    groups = {name: layers for name, layers in run["groups"].items() if "change" in name}
+    assert list(groups.values()) == [["Change", "Change probability"]]
+
+
+SCREENSHOTS = [
+    "qgis_main_window.png",
+    "landfuse_dock.png",
+    "dock_landcover_before.png",
+    "dock_landcover_after.png",
+    "map_landcover.png",
+    "dock_change_before.png",
+    "dock_change_after.png",
+    "map_change.png",
+]
+
+
+@pytest.mark.parametrize("name", SCREENSHOTS)
+def test_screenshots_show_something(qgis_run, name):
+    assert _image_has_content(SHOTS / name), f"{name} is missing or blank"
 
 
 def test_zip_holds_only_the_runtime_plugin(qgis_run):

@@ -1,0 +1,226 @@
+"""What every LandFuse Processing algorithm shares: naming, help, engine calls, feedback.
+
+Processing already runs algorithms in a background thread, so the engine runs in-process here
+(DESIGN.md §3: "Processing when asked"); progress and cancellation go through the feedback
+object, and every LandFuse error becomes a ``QgsProcessingException`` with its message.
+"""
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsRasterLayer,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from ..core.band_mapping import suggest_band_mapping
+from ..core.errors import LandFuseError
+from ..core.requests import RasterSource
+from . import environment, layers
+
+ICON_PATH = str(Path(__file__).resolve().parent.parent / "resources" / "icon.png")
+DEVICE_OPTIONS = ("auto", "cpu", "cuda", "mps")
+PRECISION_OPTIONS = ("auto", "fp32", "bf16", "fp16")
+NORMALISATION_OPTIONS = ("auto", "minmax_per_tile", "fixed_bounds", "scale", "fixed_stats")
+
+
+def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    """Flag a parameter as advanced (collapsed in the dialog)."""
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return parameter
+
+
+def with_help(
+    parameter: QgsProcessingParameterDefinition, text: str
+) -> QgsProcessingParameterDefinition:
+    """Attach help text (shown as the tooltip and in the help panel, QGIS 3.16+)."""
+    if hasattr(parameter, "setHelp"):
+        parameter.setHelp(text)
+    return parameter
+
+
+class LandFuseAlgorithm(QgsProcessingAlgorithm):
+    """Base class: group, icon, help and the engine bridge."""
+
+    GROUP = "Mapping"
+    GROUP_ID = "mapping"
+
+    def group(self) -> str:
+        return self.GROUP
+
+    def groupId(self) -> str:
+        return self.GROUP_ID
+
+    def icon(self) -> QIcon:
+        return QIcon(ICON_PATH)
+
+    def createInstance(self):
+        return type(self)()
+
+    def helpUrl(self) -> str:
+        return "https://github.com/landfuse/landfuse/blob/main/docs/user-guide.md"
+
+    # -- helpers -----------------------------------------------------------------------------
+    def add_run_options(self, default_tile: int = 0) -> None:
+        """Tile, overlap, batch, device, precision, normalisation: all advanced."""
+        from qgis.core import QgsProcessingParameterNumber
+
+        self.addParameter(
+            advanced(
+                with_help(
+                    QgsProcessingParameterNumber(
+                        "TILE",
+                        "Tile size (px, 0 = model default)",
+                        QgsProcessingParameterNumber.Integer,
+                        default_tile,
+                        False,
+                        0,
+                        4096,
+                    ),
+                    "Edge of the square tiles the scene is cut into; a multiple of the model's "
+                    "output stride (32 is always safe).",
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                with_help(
+                    QgsProcessingParameterNumber(
+                        "OVERLAP",
+                        "Tile overlap (px, -1 = one eighth of the tile)",
+                        QgsProcessingParameterNumber.Integer,
+                        -1,
+                        False,
+                        -1,
+                        2048,
+                    ),
+                    "Overlapping tiles are blended with a smooth window so no seams show.",
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                with_help(
+                    QgsProcessingParameterNumber(
+                        "BATCH",
+                        "Batch size",
+                        QgsProcessingParameterNumber.Integer,
+                        4,
+                        False,
+                        1,
+                        256,
+                    ),
+                    "Tiles per forward pass; halved automatically when the GPU runs out of memory.",
+                )
+            )
+        )
+        for key, label, options, tip in (
+            ("DEVICE", "Device", DEVICE_OPTIONS, "auto picks CUDA, then Apple MPS, then the CPU."),
+            ("PRECISION", "Precision", PRECISION_OPTIONS,
+             "auto uses bf16 on CPUs with AVX512-BF16/AMX and fp16/bf16 on GPUs, else fp32."),
+            ("NORMALISATION", "Normalisation", NORMALISATION_OPTIONS,
+             "auto takes it from the weights file or the model; force a mode only to experiment."),
+        ):  # fmt: skip
+            self.addParameter(
+                advanced(
+                    with_help(QgsProcessingParameterEnum(key, label, list(options), False, 0), tip)
+                )
+            )
+
+    def run_options(
+        self, parameters: Dict[str, Any], context: QgsProcessingContext
+    ) -> Dict[str, Any]:
+        tile = self.parameterAsInt(parameters, "TILE", context)
+        overlap = self.parameterAsInt(parameters, "OVERLAP", context)
+        return {
+            "tile": tile or None,
+            "overlap": None if overlap < 0 else overlap,
+            "batch": self.parameterAsInt(parameters, "BATCH", context),
+            "device": DEVICE_OPTIONS[self.parameterAsEnum(parameters, "DEVICE", context)],
+            "precision": PRECISION_OPTIONS[self.parameterAsEnum(parameters, "PRECISION", context)],
+            "normalisation": NORMALISATION_OPTIONS[
+                self.parameterAsEnum(parameters, "NORMALISATION", context)
+            ],
+        }
+
+    @staticmethod
+    def require_torch() -> None:
+        if importlib.util.find_spec("torch") is None:
+            python = environment.default_python()
+            raise QgsProcessingException(
+                "PyTorch is not installed for QGIS's Python, so LandFuse cannot run the network. "
+                + environment.torch_install_help(python).replace("\n", " ")
+            )
+
+    @staticmethod
+    def source_for(layer: QgsRasterLayer, model_bands: Sequence[str], what: str) -> RasterSource:
+        """The layer's file with its bands matched to the model's (by description, else order)."""
+        if layer is None:
+            raise QgsProcessingException(f"No layer was given for {what}.")
+        try:
+            mapping = suggest_band_mapping(layers.band_descriptions(layer), model_bands)
+            problem = mapping.problem(layer.bandCount())
+            if problem:
+                raise QgsProcessingException(f"{what} ('{layer.name()}'): {problem}")
+            return layers.raster_source(layer, [int(i) for i in mapping.raster_bands])
+        except LandFuseError as error:
+            raise QgsProcessingException(str(error)) from None
+
+    @staticmethod
+    def run_engine(request, feedback: QgsProcessingFeedback):
+        """Run the engine in this thread with Processing's progress and cancel."""
+        from ..core import engine
+
+        def progress(update) -> None:
+            feedback.setProgress(100.0 * float(update.fraction))
+            if update.message:
+                feedback.setProgressText(update.message)
+
+        try:
+            return engine.run(request, progress=progress, cancel=feedback.isCanceled)
+        except LandFuseError as error:
+            raise QgsProcessingException(str(error)) from None
+
+    @staticmethod
+    def move_product(source: str, destination: str) -> str:
+        """Move an engine product (and its .qml / .aux.xml) to the Processing destination."""
+        if os.path.abspath(source) == os.path.abspath(destination):
+            return destination
+        Path(destination).parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", ".aux.xml"):
+            if os.path.exists(source + suffix):
+                shutil.move(source + suffix, destination + suffix)
+        style = os.path.splitext(source)[0] + ".qml"
+        if os.path.exists(style):
+            shutil.move(style, os.path.splitext(destination)[0] + ".qml")
+        return destination
+
+
+def enum_names(specs: Sequence[Any]) -> List[str]:
+    """Registry entries as enum options: "title (name)"."""
+    return [f"{spec.title} [{spec.name}]" for spec in specs]
+
+
+def engine_folder(destination: str) -> str:
+    """A private folder beside a destination, where the engine writes before the move."""
+    return str(Path(destination).parent / f".landfuse-{Path(destination).stem}")
+
+
+def cleanup_folder(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def first(values: Sequence[Optional[str]]) -> Optional[str]:
+    return next((v for v in values if v), None)
+
+
+ProgressFn = Callable[[float], None]

@@ -1,0 +1,407 @@
+"""Processing: train (or fine-tune) a land-cover or change model on the user's own labels.
+
+Chips are cut from the chosen rasters (aligned as the engine aligns them) with a label raster
+or labelled polygons; the published recipe of the architecture is the default (NETWORKS.md),
+with the epochs, batch, chip size and encoder a CPU user will want to change exposed here.
+The weights written load in the mapping algorithms and the dock.
+"""
+
+import os
+from typing import Any, Dict, List, Optional
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+)
+
+from ..core.errors import CancelledError, LandFuseError
+from ..models.registry import list_model_specs
+from .alg_assess import reference_label_map
+from .alg_base import DEVICE_OPTIONS, LandFuseAlgorithm, advanced, enum_names, with_help
+from .alg_landcover import MODALITY_PARAMETERS
+from .layers import layer_file_path
+
+ENCODERS = ("resnet18", "resnet34", "resnet50")
+
+
+def _vector_file(layer) -> str:
+    path = layer.source().split("|", 1)[0]
+    if not os.path.isfile(path):
+        raise QgsProcessingException(
+            f"The polygons of '{layer.name()}' are not saved in a file: save them (e.g. as a "
+            "GeoPackage) and use that layer."
+        )
+    return path
+
+
+class _TrainAlgorithm(LandFuseAlgorithm):
+    """Shared parameters and the call of :func:`landfuse.core.training.train`."""
+
+    GROUP = "Training and assessment"
+    GROUP_ID = "training"
+    TASK = ""
+
+    def add_label_parameters(self) -> None:
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterRasterLayer("LABELS", "Label raster", optional=True),
+                "Class indices per pixel (0, 1, 2…; 255 = unlabelled), on any grid: it is read on "
+                "the first image's grid with nearest neighbour.",
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterVectorLayer(
+                    "POLYGONS",
+                    "…or labelled polygons",
+                    [QgsProcessing.TypeVectorPolygon],
+                    optional=True,
+                ),
+                "Polygons with a class field; pixels outside every polygon are not used.",
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                "FIELD",
+                "Class field of the polygons",
+                parentLayerParameterName="POLYGONS",
+                optional=True,
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterVectorLayer(
+                    "VAL_POLYGONS",
+                    "Validation polygons (optional)",
+                    [QgsProcessing.TypeVectorPolygon],
+                    optional=True,
+                ),
+                "Labelled polygons kept out of training, with the same class field: the model is "
+                "scored on them after every epoch and the best epoch is kept (early stopping).",
+            )
+        )
+
+    def add_training_parameters(self, default_epochs: int, default_chip: int) -> None:
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterString(
+                    "CLASSES", "Class names (comma separated; empty: the model's)", optional=True
+                ),
+                "Your own legend, e.g. 'water,forest,crops,built-up': label value i is class i.",
+            )
+        )
+        self.addParameter(
+            advanced(
+                with_help(
+                    QgsProcessingParameterString("LABEL_MAP", "Label value mapping", optional=True),
+                    "Source value → class index, e.g. '0:255,1:0,2:1' (255 drops a value).",
+                )
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterEnum("ENCODER", "Encoder", list(ENCODERS), False, 0),
+                "ResNet-18 trains fastest on a CPU; the papers use ResNet-50 (AMM-FuseNet) and "
+                "ResNet-34 (AMFNet).",
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "EPOCHS",
+                "Epochs",
+                QgsProcessingParameterNumber.Integer,
+                default_epochs,
+                False,
+                1,
+                10000,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "BATCH", "Batch size (≥ 2)", QgsProcessingParameterNumber.Integer, 4, False, 2, 512
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterNumber(
+                    "CHIP",
+                    "Chip size (px)",
+                    QgsProcessingParameterNumber.Integer,
+                    default_chip,
+                    False,
+                    32,
+                    2048,
+                ),
+                "Training chips are cut on a regular grid; a multiple of 32.",
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    "LR",
+                    "Learning rate (0: the recipe's)",
+                    QgsProcessingParameterNumber.Double,
+                    0.0,
+                    False,
+                    0.0,
+                    10.0,
+                )
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterFile(
+                    "FINETUNE",
+                    "Fine-tune from weights (optional)",
+                    QgsProcessingParameterFile.File,
+                    "pt",
+                    optional=True,
+                ),
+                "Start from a LandFuse weights file or a published checkpoint; the classifier is "
+                "replaced when your class table differs.",
+            )
+        )
+        self.addParameter(
+            advanced(
+                with_help(
+                    QgsProcessingParameterFile(
+                        "INIT_ENCODERS",
+                        "Initialise encoders from (optional)",
+                        QgsProcessingParameterFile.File,
+                        optional=True,
+                    ),
+                    "A torchvision ResNet state_dict (e.g. ImageNet weights you have), adapted "
+                    "to the band count.",
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    "SEED", "Random seed", QgsProcessingParameterNumber.Integer, 0
+                )
+            )
+        )
+        self.addParameter(
+            advanced(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICE_OPTIONS), False, 0))
+        )
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
+        self.addOutput(QgsProcessingOutputFile("WEIGHTS", "Weights file"))
+        self.addOutput(QgsProcessingOutputFile("LOG", "Training log (CSV)"))
+        self.addOutput(QgsProcessingOutputFile("PLOT", "Learning curves (PNG)"))
+        self.addOutput(QgsProcessingOutputNumber("BEST_SCORE", "Best validation score"))
+
+    # -- building the datasets ---------------------------------------------------------------
+    def label_source(self, parameters, context, prefix: str = "") -> Optional[tuple]:
+        raster = (
+            self.parameterAsRasterLayer(parameters, f"{prefix}LABELS", context)
+            if not prefix
+            else None
+        )
+        polygons = self.parameterAsVectorLayer(parameters, f"{prefix}POLYGONS", context)
+        field = self.parameterAsString(parameters, "FIELD", context) or None
+        if raster is not None and polygons is not None:
+            raise QgsProcessingException(
+                "Give either a label raster or labelled polygons, not both."
+            )
+        if raster is not None:
+            return layer_file_path(raster), None
+        if polygons is not None:
+            if not field:
+                raise QgsProcessingException("Choose the polygons' class field.")
+            return _vector_file(polygons), field
+        return None
+
+    def datasets(self, parameters, context, inputs: List[Any], spec):
+        from ..core.datasets import RasterChipDataset, RasterScene
+        from ..core.train_cli import parse_label_map
+
+        label = self.label_source(parameters, context)
+        if label is None:
+            raise QgsProcessingException("Give the labels: a label raster or labelled polygons.")
+        text = self.parameterAsString(parameters, "LABEL_MAP", context)
+        try:
+            label_map = parse_label_map(text) if text else None
+        except LandFuseError as error:
+            raise QgsProcessingException(str(error)) from None
+        if label_map is None and spec.task == "change" and label[1] is None:
+            label_map = reference_label_map(label[0])  # 0/255 change masks (LEVIR-CD, OSCD)
+        chip = self.parameterAsInt(parameters, "CHIP", context)
+        nearest = tuple(i for i, m in enumerate(spec.modalities) if m.resampling == "nearest")
+        if spec.task == "change":
+            nearest = ()
+
+        def chips(path: str, field: Optional[str]):
+            scene = RasterScene(tuple(inputs), path, label_field=field, label_map=label_map)
+            return RasterChipDataset([scene], chip_size=chip, nearest_inputs=nearest)
+
+        train_set = chips(*label)
+        validation = self.label_source(parameters, context, prefix="VAL_")
+        val_set = chips(*validation) if validation is not None else None
+        return train_set, val_set
+
+    def train_model(self, parameters, context, feedback, spec, inputs: List[Any]) -> Dict[str, Any]:
+        self.require_torch()
+        from ..core.train_cli import parse_class_table
+        from ..core.training import TrainingConfig, recipe_for, train
+
+        try:
+            train_set, val_set = self.datasets(parameters, context, inputs, spec)
+            changes: Dict[str, Any] = {
+                "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
+                "max_iterations": None,
+                "batch_size": self.parameterAsInt(parameters, "BATCH", context),
+            }
+            learning_rate = self.parameterAsDouble(parameters, "LR", context)
+            if learning_rate > 0:
+                changes["learning_rate"] = learning_rate
+            classes_text = self.parameterAsString(parameters, "CLASSES", context)
+            output = self.parameterAsString(parameters, "OUTPUT", context)
+            config = TrainingConfig(
+                model=spec.name,
+                output_dir=output,
+                recipe=recipe_for(spec.name, **changes),
+                encoder=ENCODERS[self.parameterAsEnum(parameters, "ENCODER", context)],
+                classes=parse_class_table(classes_text) if classes_text else None,
+                seed=self.parameterAsInt(parameters, "SEED", context),
+                device=DEVICE_OPTIONS[self.parameterAsEnum(parameters, "DEVICE", context)],
+                init_encoders=self.parameterAsFile(parameters, "INIT_ENCODERS", context) or None,
+                finetune_from=self.parameterAsFile(parameters, "FINETUNE", context) or None,
+                data_description="QGIS Processing: chips from "
+                + ", ".join(os.path.basename(source.path) for source in inputs),
+                command=f"processing.run('landfuse:{self.name()}', ...)",
+            )
+
+            def progress(update) -> None:
+                feedback.setProgress(100.0 * update.fraction)
+                if update.phase == "epoch":
+                    scores = ", ".join(
+                        f"{k} {v:.4f}"
+                        for k, v in update.metrics.items()
+                        if isinstance(v, float) and k != "epoch"
+                    )
+                    feedback.pushInfo(f"Epoch {update.epoch}/{update.epochs}: {scores}")
+
+            result = train(
+                config, train_set, val_set, progress=progress, should_stop=feedback.isCanceled
+            )
+        except CancelledError as error:
+            raise QgsProcessingException(str(error)) from None
+        except LandFuseError as error:
+            raise QgsProcessingException(str(error)) from None
+        feedback.pushInfo(f"Weights: {result.weights_path}")
+        return {
+            "OUTPUT": output,
+            "WEIGHTS": str(result.weights_path),
+            "LOG": str(result.log_path),
+            "PLOT": str(result.plot_path) if result.plot_path else None,
+            "BEST_SCORE": result.best_score,
+        }
+
+
+class TrainLandCoverAlgorithm(_TrainAlgorithm):
+    """Train or fine-tune AMM-FuseNet on labelled rasters or polygons."""
+
+    def name(self) -> str:
+        return "trainlandcover"
+
+    def displayName(self) -> str:
+        return "Train a land-cover model"
+
+    def shortHelpString(self) -> str:
+        return (
+            "Trains AMM-FuseNet (or fine-tunes existing weights) on your own data: a Sentinel-2 "
+            "image with Sentinel-1 and/or a DEM, and labels as a raster of class indices or as "
+            "polygons with a class field. Chips are cut from the images aligned on the "
+            "Sentinel-2 grid. The published recipe (SGD, poly learning-rate decay, cross-entropy "
+            "ignoring 255) is the default; normalisation statistics are computed from your data "
+            "and stored in the weights. Writes the weights (.pt + .json), a CSV log and learning "
+            "curves to the output folder. On a CPU keep the encoder at ResNet-18, chips small and "
+            "epochs few; the paper shows fine-tuning from few labels works."
+        )
+
+    def initAlgorithm(self, config=None) -> None:
+        specs = list_model_specs("landcover")
+        self.addParameter(QgsProcessingParameterEnum("MODEL", "Model", enum_names(specs), False, 0))
+        self.addParameter(QgsProcessingParameterRasterLayer("S2", "Sentinel-2 image"))
+        self.addParameter(
+            QgsProcessingParameterRasterLayer("S1", "Sentinel-1 image", optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterLayer("DEM", "Elevation model", optional=True)
+        )
+        self.add_label_parameters()
+        self.add_training_parameters(default_epochs=20, default_chip=128)
+
+    def processAlgorithm(
+        self,
+        parameters: Dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> Dict[str, Any]:
+        spec = list_model_specs("landcover")[self.parameterAsEnum(parameters, "MODEL", context)]
+        inputs = []
+        for modality in spec.modalities:
+            layer = self.parameterAsRasterLayer(
+                parameters, MODALITY_PARAMETERS.get(modality.key, ""), context
+            )
+            if layer is None:
+                raise QgsProcessingException(
+                    f"The model '{spec.title}' needs a {modality.title} layer."
+                )
+            inputs.append(self.source_for(layer, [b.name for b in modality.bands], modality.title))
+        return self.train_model(parameters, context, feedback, spec, inputs)
+
+
+class TrainChangeAlgorithm(_TrainAlgorithm):
+    """Train or fine-tune AMFNet on a labelled before/after pair."""
+
+    def name(self) -> str:
+        return "trainchange"
+
+    def displayName(self) -> str:
+        return "Train a change-detection model"
+
+    def shortHelpString(self) -> str:
+        return (
+            "Trains AMFNet (or fine-tunes existing weights) on a before/after pair with a change "
+            "label raster (1 or 255 = change, 0 = no change) or polygons of changed areas with a "
+            "class field (1 = change). Chips are cut from both dates aligned on the 'before' "
+            "grid and augmented jointly. The published recipe (Adam, poly decay, BCE with deep "
+            "supervision 1 / 0.5 / 0.4 / 0.3) is the default. Writes the weights, a CSV log and "
+            "learning curves to the output folder."
+        )
+
+    def initAlgorithm(self, config=None) -> None:
+        specs = list_model_specs("change")
+        self.addParameter(QgsProcessingParameterEnum("MODEL", "Model", enum_names(specs), False, 0))
+        self.addParameter(QgsProcessingParameterRasterLayer("BEFORE", "Before (earlier date)"))
+        self.addParameter(QgsProcessingParameterRasterLayer("AFTER", "After (later date)"))
+        self.add_label_parameters()
+        self.add_training_parameters(default_epochs=20, default_chip=128)
+
+    def processAlgorithm(
+        self,
+        parameters: Dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> Dict[str, Any]:
+        spec = list_model_specs("change")[self.parameterAsEnum(parameters, "MODEL", context)]
+        bands = [b.name for b in spec.modalities[0].bands]
+        inputs = []
+        for key, what in (("BEFORE", "Before"), ("AFTER", "After")):
+            layer = self.parameterAsRasterLayer(parameters, key, context)
+            inputs.append(self.source_for(layer, bands, what))
+        return self.train_model(parameters, context, feedback, spec, inputs)

@@ -1,0 +1,180 @@
+"""The Python that runs LandFuse's worker: which one, whether it has torch, which devices.
+
+QGIS embeds Python; its ``sys.executable`` is often the QGIS binary itself, so the interpreter
+for the worker process is looked up here. The probe runs in that interpreter (a subprocess), so
+QGIS never imports torch just to fill the dock.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from qgis.core import QgsSettings
+
+SETTINGS_WORKER_PYTHON = "LandFuse/worker_python"
+TORCH_REQUIREMENT = "torch"
+# The package as QGIS loaded it: its folder name is its import name (normally "landfuse").
+PACKAGE_DIR = Path(__file__).absolute().parents[1]
+PACKAGE_NAME = __name__.split(".")[0]
+PLUGIN_PARENT = str(PACKAGE_DIR.parent)
+WORKER_MODULE = f"{PACKAGE_NAME}.core.worker"
+
+
+def default_python() -> str:
+    """The Python interpreter QGIS itself runs on (the worker's default interpreter).
+
+    Looked up under ``sys.prefix`` first: inside QGIS ``sys.executable`` is whatever
+    ``python3`` comes first on ``PATH`` (a pyenv shim, a conda env…), which may lack QGIS's
+    packages (numpy, GDAL, rasterio built for QGIS's Python).
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    candidates: List[str] = []
+    for prefix in dict.fromkeys((sys.exec_prefix, sys.prefix, sys.base_exec_prefix)):
+        base = Path(prefix)
+        candidates += [
+            str(base / "bin" / f"python{version}"),
+            str(base / "bin" / "python3"),
+            str(base / "python.exe"),
+            str(base / "python3.exe"),
+        ]
+    if Path(sys.executable).name.lower().startswith("python"):
+        candidates.append(sys.executable)
+    candidates.append(shutil.which("python3") or "")
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return "python3"
+
+
+def worker_python() -> str:
+    """The configured worker interpreter (Advanced ▸ Worker Python), else :func:`default_python`."""
+    configured = QgsSettings().value(SETTINGS_WORKER_PYTHON, "", type=str)
+    return configured or default_python()
+
+
+def worker_environment() -> dict:
+    """Environment for the worker: this plugin's parent folder first on ``PYTHONPATH`` so that
+    ``python -m landfuse.core.worker`` imports this very copy of the plugin."""
+    env = dict(os.environ)
+    existing = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    # Only when the folder name is the import name (a plugin install); a development checkout
+    # is found through the editable install instead.
+    first = [PLUGIN_PARENT] if PACKAGE_DIR.name == PACKAGE_NAME else []
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*first, *existing]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+_PROBE = """
+import json, platform
+info = {"python": platform.python_version()}
+try:
+    import torch
+except Exception as error:
+    info["torch"] = None
+    info["error"] = f"{type(error).__name__}: {error}"
+else:
+    info["torch"] = torch.__version__
+    info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
+        if torch.cuda.is_available() else []
+    mps = getattr(torch.backends, "mps", None)
+    info["mps"] = bool(mps and mps.is_available())
+print(json.dumps(info))
+"""
+
+
+@dataclass
+class PythonProbe:
+    """What the worker interpreter offers."""
+
+    python: str
+    version: str = ""
+    torch: Optional[str] = None
+    cuda: List[str] = field(default_factory=list)
+    mps: bool = False
+    error: str = ""
+
+    @property
+    def has_torch(self) -> bool:
+        return bool(self.torch)
+
+    def device_labels(self) -> List[str]:
+        """Device choices with what is present, e.g. "CUDA – not found"."""
+        cuda = f"CUDA ({', '.join(self.cuda)})" if self.cuda else "CUDA – no NVIDIA GPU found"
+        mps = "Apple MPS" if self.mps else "Apple MPS – not available"
+        return ["Automatic (best present)", "CPU", cuda, mps]
+
+
+def probe_command(python: str) -> List[str]:
+    """The command line of the probe (run it with :func:`worker_environment`)."""
+    return [python, "-c", _PROBE]
+
+
+def parse_probe(python: str, returncode: int, stdout: str, stderr: str) -> PythonProbe:
+    """Read the probe's output; a failed probe is reported in ``error``."""
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if returncode != 0 or not lines:
+        return PythonProbe(python, error=(stderr or stdout).strip()[-500:] or "no output")
+    try:
+        data = json.loads(lines[-1])
+    except ValueError:
+        return PythonProbe(python, error=f"unreadable probe output: {lines[-1][:200]}")
+    return PythonProbe(
+        python,
+        version=data.get("python", ""),
+        torch=data.get("torch"),
+        cuda=list(data.get("cuda") or []),
+        mps=bool(data.get("mps")),
+        error=data.get("error", ""),
+    )
+
+
+def probe_python(python: str, timeout: float = 60.0) -> PythonProbe:
+    """Run the probe in ``python`` and wait; never raises (a failure is in ``error``)."""
+    try:
+        proc = subprocess.run(
+            probe_command(python),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=worker_environment(),
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        return PythonProbe(python, error=f"cannot run {python}: {error}")
+    return parse_probe(python, proc.returncode, proc.stdout, proc.stderr)
+
+
+def externally_managed(python: str) -> bool:
+    """True when ``python`` refuses plain ``pip install`` (PEP 668, e.g. Debian's python3)."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable) or python == default_python():
+        stdlib = sysconfig.get_paths().get("stdlib", "")
+        return bool(stdlib) and os.path.exists(os.path.join(stdlib, "EXTERNALLY-MANAGED"))
+    return False
+
+
+def torch_install_help(python: str) -> str:
+    """Exact commands that give the worker torch, for this interpreter."""
+    quoted = shlex.quote(python) if os.name != "nt" else f'"{python}"'
+    if os.name == "nt":
+        return (
+            "Open the OSGeo4W Shell (or the shell of your QGIS installation) and run:\n"
+            f"  {quoted} -m pip install {TORCH_REQUIREMENT}\n"
+            "then restart QGIS."
+        )
+    if externally_managed(python):
+        env = "~/.local/share/landfuse/venv"
+        return (
+            f"This Python ({python}) is managed by the system, so install torch into a separate "
+            "environment that still sees QGIS's packages:\n"
+            f"  {quoted} -m venv --system-site-packages {env}\n"
+            f"  {env}/bin/python -m pip install {TORCH_REQUIREMENT}\n"
+            f"then set LandFuse ▸ Advanced ▸ Worker Python to {env}/bin/python."
+        )
+    return f"Run:\n  {quoted} -m pip install {TORCH_REQUIREMENT}\nthen restart QGIS."

@@ -1,0 +1,171 @@
+"""The dock builds a request from its widgets; the task runs the worker process to the end,
+adds styled layers, cancels cleanly, and survives a crashing worker."""
+
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
+
+from landfuse.core.requests import ChangeRequest, LandCoverRequest
+from landfuse.processing import environment
+from landfuse.processing.task import InferenceTask, wait_for
+from landfuse.ui.dock import LandFuseDock
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture
+def dock(qgis_new_project, qgis_iface):
+    QgsSettings().setValue(environment.SETTINGS_WORKER_PYTHON, sys.executable)
+    widget = LandFuseDock(None, qgis_iface)
+    yield widget
+    widget.cleanup()
+    widget.deleteLater()
+    QgsSettings().remove(environment.SETTINGS_WORKER_PYTHON)
+
+
+def _add(path: Path, name: str) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), name)
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def _wait_until_done(dock, timeout=180):
+    start = time.monotonic()
+    while dock.task is not None and time.monotonic() - start < timeout:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    assert dock.task is None, "the run did not finish in time"
+
+
+def test_request_from_widgets(dock, scenes, weights, tmp_path):
+    s2 = _add(scenes["s2"], "S2")
+    s1 = _add(scenes["s1"], "S1")
+    panel = dock.landcover
+    panel.layer_combos["s2"].setLayer(s2)
+    panel.layer_combos["s1"].setLayer(s1)
+    models = [panel.model_combo.itemData(i) for i in range(panel.model_combo.count())]
+    assert models == ["amm_fusenet_s2_s1_hunan", "amm_fusenet_s2_s1_dfc20"]  # S2 + S1 ones only
+    assert any("Choose a weights file" in p for p in panel.problems())
+    panel.weights.setFilePath(str(weights["landcover"]))
+    assert panel.problems() == []
+    assert panel.tables["s2"].mapping().raster_bands == tuple(range(1, 14))
+    dock.output_dir.setFilePath(str(tmp_path))
+    dock.tile.setValue(64)
+    dock.batch.setValue(2)
+    dock.precision.setCurrentIndex(dock.precision.findData("fp32"))
+    request = dock.build_request()
+    assert isinstance(request, LandCoverRequest)
+    assert [m.key for m in request.inputs] == ["s2", "s1"]
+    assert request.inputs[1].sources[0].bands == (1, 2)
+    assert (request.tile, request.batch, request.precision) == (64, 2, "fp32")
+    assert request.output_dir == str(tmp_path) and request.name == "landcover_001"
+    assert request.outputs == ("classes", "confidence")
+    # A band the model needs is unmapped: the dock says so before the run.
+    panel.tables["s1"].set_band(1, None)
+    assert any("VH" in p for p in panel.problems())
+    assert not dock.problem_label_hidden(panel)
+
+
+def test_landcover_run_adds_styled_layers(dock, scenes, weights, tmp_path):
+    panel = dock.landcover
+    panel.layer_combos["s2"].setLayer(_add(scenes["s2"], "S2"))
+    panel.layer_combos["s1"].setLayer(_add(scenes["s1"], "S1"))
+    panel.weights.setFilePath(str(weights["landcover"]))
+    dock.output_dir.setFilePath(str(tmp_path))
+    dock.tile.setValue(64)
+    dock.run()
+    assert dock.task is not None and not dock.run_button.isEnabled()
+    dock.run()  # a second run while one runs is refused, not started
+    _wait_until_done(dock)
+    assert dock.last_failure is None, dock.last_failure
+    root = QgsProject.instance().layerTreeRoot()
+    group = root.findGroup("LandFuse landcover_001")
+    assert group is not None
+    names = [node.layer().name() for node in group.findLayers()]
+    assert names == ["Land cover", "Confidence (%)"]
+    classes = group.findLayers()[0]
+    assert classes.isVisible() and not group.findLayers()[1].isVisible()
+    renderer = classes.layer().renderer()
+    assert renderer.type() == "paletted"
+    labels = [c.label for c in renderer.classes()]
+    assert labels[:3] == ["cropland", "forest", "grassland"]
+    assert dock.progress.value() == 100
+    assert "Land-cover map ready" in dock.last_summary.text
+    assert (tmp_path / "landcover_001_report.json").is_file()
+
+
+def test_cancel_adds_nothing_and_leaves_no_files(dock, scenes, weights, tmp_path):
+    request = ChangeRequest(
+        before=(str(scenes["before"]),),
+        after=(str(scenes["after"]),),
+        model="amfnet_rgb_levir",
+        weights=str(weights["change"]),
+        output_dir=str(tmp_path),
+        tile=32,
+        overlap=0,
+        batch=1,
+        precision="fp32",
+    )
+    task = InferenceTask(request, sys.executable)
+    seen = []
+    task.progress_text.connect(seen.append)
+    QgsApplication.taskManager().addTask(task)
+    start = time.monotonic()
+    while not any("tile" in text for text in seen) and time.monotonic() - start < 120:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    layers_before = len(QgsProject.instance().mapLayers())
+    task.cancel()
+    assert wait_for(task, 60)
+    assert task.cancelled_by_user and task.result is None and task.failure is None
+    assert len(QgsProject.instance().mapLayers()) == layers_before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crashing_worker_leaves_qgis_running(dock, scenes, weights, tmp_path):
+    fake = tmp_path / "crashing-python"
+    fake.write_text('#!/bin/sh\necho \'{"type": "started", "pid": 1}\'\nkill -SEGV $$\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    request = ChangeRequest(
+        before=(str(scenes["before"]),),
+        after=(str(scenes["after"]),),
+        model="amfnet_rgb_levir",
+        weights=str(weights["change"]),
+        output_dir=str(tmp_path / "out"),
+    )
+    task = InferenceTask(request, str(fake))
+    QgsApplication.taskManager().addTask(task)
+    assert wait_for(task, 60)
+    assert task.failure is not None and task.failure.kind == "WorkerCrash"
+    assert not task.failure.expected
+    assert "stopped unexpectedly" in task.failure.message
+    assert QgsApplication.instance() is not None  # still here
+
+
+def test_bad_input_is_reported_by_the_worker(dock, scenes, weights, tmp_path):
+    request = ChangeRequest(
+        before=(str(scenes["before"]),),
+        after=(str(scenes["s2"]),),
+        model="amfnet_rgb_levir",
+        weights=str(weights["change"]),
+        output_dir=str(tmp_path),
+    )
+    task = InferenceTask(request, sys.executable)
+    QgsApplication.taskManager().addTask(task)
+    assert wait_for(task, 120)
+    assert task.failure is not None and task.failure.expected, task.failure
+    assert task.result is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_missing_banner(dock, tmp_path):
+    probe = environment.PythonProbe("/usr/bin/python3", error="ModuleNotFoundError: torch")
+    dock.show_probe(probe)
+    assert dock.torch_banner.isVisibleTo(dock)
+    text = dock.torch_banner.text()
+    assert "PyTorch is missing" in text and "pip install" in text

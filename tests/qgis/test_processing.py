@@ -1,0 +1,250 @@
+"""Every LandFuse Processing algorithm through processing.run, and one through qgis_process."""
+
+import json
+import os
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
+
+from landfuse.processing.provider import LandFuseProvider
+
+pytestmark = pytest.mark.qgis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    registry = QgsApplication.processingRegistry()
+    provider = LandFuseProvider()
+    registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(provider)
+
+
+def _run(algorithm, parameters):
+    import processing
+
+    return processing.run(f"landfuse:{algorithm}", parameters)
+
+
+def test_provider_lists_the_algorithms(provider):
+    names = sorted(a.name() for a in provider.algorithms())
+    assert names == sorted(
+        [
+            "landcover",
+            "changedetection",
+            "vectorisechanges",
+            "changevisualisation",
+            "assessaccuracy",
+            "trainlandcover",
+            "trainchange",
+        ]
+    )
+    for algorithm in provider.algorithms():
+        assert len(algorithm.shortHelpString()) > 80
+        assert algorithm.group()
+
+
+def test_landcover(provider, scenes, weights, tmp_path):
+    out = tmp_path / "lc.tif"
+    conf = tmp_path / "conf.tif"
+    result = _run(
+        "landcover",
+        {
+            "S2": str(scenes["s2"]),
+            "S1": str(scenes["s1"]),
+            "MODEL": 0,
+            "WEIGHTS": str(weights["landcover"]),
+            "OUTPUT": str(out),
+            "CONFIDENCE": str(conf),
+            "TILE": 64,
+            "BATCH": 2,
+            "PRECISION": 1,
+        },
+    )
+    assert result["OUTPUT"] == str(out)
+    with rasterio.open(out) as src:
+        classes = src.read(1)
+        assert src.crs.to_epsg() == 32631 and src.res == (10.0, 10.0)
+        assert classes.shape == (96, 96)
+    assert set(np.unique(classes)) <= set(range(7))
+    with rasterio.open(conf) as src:
+        values = src.read(1)
+    assert values.min() >= 0 and values.max() <= 100
+    assert (tmp_path / "lc.qml").is_file()
+    report = json.loads(Path(result["REPORT"]).read_text())
+    assert report["model"]["name"] == "amm_fusenet_s2_s1_hunan"
+    assert not any(p.name.startswith(".landfuse") for p in tmp_path.iterdir())
+
+
+def test_landcover_needs_the_model_inputs(provider, scenes, weights, tmp_path):
+    with pytest.raises(QgsProcessingException, match="Sentinel-1"):
+        _run(
+            "landcover",
+            {
+                "S2": str(scenes["s2"]),
+                "MODEL": 0,
+                "WEIGHTS": str(weights["landcover"]),
+                "OUTPUT": str(tmp_path / "x.tif"),
+            },
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_change_then_vectorise_and_visualise(provider, scenes, weights, tmp_path):
+    change = tmp_path / "change.tif"
+    result = _run(
+        "changedetection",
+        {
+            "BEFORE": str(scenes["before"]),
+            "AFTER": str(scenes["after"]),
+            "MODEL": 0,
+            "WEIGHTS": str(weights["change"]),
+            "OUTPUT": str(change),
+            "PROBABILITY": str(tmp_path / "p.tif"),
+            "TILE": 64,
+            "PRECISION": 1,
+        },
+    )
+    with rasterio.open(change) as src:
+        mask = src.read(1)
+    assert set(np.unique(mask)) <= {0, 1}
+    assert result["CHANGED_HECTARES"] is not None
+    # Vectorise the reference mask (known geometry) to check areas end to end.
+    polygons = _run(
+        "vectorisechanges",
+        {
+            "INPUT": str(scenes["truth"]),
+            "VALUE": 1,
+            "MIN_AREA": 0,
+            "OUTPUT": str(tmp_path / "changes.gpkg"),
+        },
+    )
+    layer = QgsVectorLayer(polygons["OUTPUT"], "changes", "ogr")
+    assert layer.featureCount() == 1
+    assert polygons["TOTAL_HECTARES"] == pytest.approx(24 * 24 * 0.25 / 10000)
+    visual = _run(
+        "changevisualisation",
+        {
+            "MAP": str(scenes["truth"]),
+            "REFERENCE": str(scenes["truth"]),
+            "OUTPUT": str(tmp_path / "visual.tif"),
+        },
+    )
+    assert visual["F1"] == pytest.approx(1.0) and visual["IOU"] == pytest.approx(1.0)
+    with rasterio.open(visual["OUTPUT"]) as src:
+        rgb = src.read()
+    assert tuple(rgb[:, 20, 30]) == (255, 255, 255)  # true positive: white
+    assert tuple(rgb[:, 2, 2]) == (0, 0, 0)  # true negative: black
+
+
+def test_assess_accuracy(provider, scenes, tmp_path):
+    report = tmp_path / "acc.json"
+    result = _run(
+        "assessaccuracy",
+        {
+            "MAP": str(scenes["truth"]),
+            "REFERENCE": str(scenes["truth"]),
+            "REPORT": str(report),
+            "TABLE": str(tmp_path / "cm.csv"),
+        },
+    )
+    assert result["OA"] == pytest.approx(1.0)
+    assert json.loads(report.read_text())["kappa"] == pytest.approx(1.0)
+    assert (tmp_path / "cm.csv").read_text().count("\n") >= 3
+
+
+def test_qgis_process_runs_an_algorithm(scenes, tmp_path):
+    """The provider loads in the qgis_process command line (Debian's wrapper script passes
+    --noversioncheck, which qgis_process refuses, so the binary is called directly)."""
+    binary = (
+        "/usr/bin/qgis_process.bin"
+        if os.path.exists("/usr/bin/qgis_process.bin")
+        else "qgis_process"
+    )
+    profile = tmp_path / "cfg" / "profiles" / "default"
+    (profile / "python" / "plugins").mkdir(parents=True)
+    (profile / "QGIS").mkdir()
+    (profile / "QGIS" / "QGIS3.ini").write_text("[PythonPlugins]\nlandfuse=true\n")
+    (profile / "python" / "plugins" / "landfuse").symlink_to(ROOT)
+    env = dict(
+        os.environ,
+        QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "cfg"),
+        QT_QPA_PLATFORM="offscreen",
+        PYTHONPATH=sysconfig.get_paths()["purelib"],
+    )
+    out = tmp_path / "poly.gpkg"
+    proc = subprocess.run(
+        [
+            binary,
+            "run",
+            "landfuse:vectorisechanges",
+            "--",
+            f"INPUT={scenes['truth']}",
+            "VALUE=1",
+            "MIN_AREA=0",
+            f"OUTPUT={out}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "COUNT:\t1" in proc.stdout or "COUNT: 1" in proc.stdout, proc.stdout
+    assert QgsVectorLayer(str(out), "p", "ogr").featureCount() == 1
+
+
+def test_train_change_then_map_with_the_new_weights(provider, scenes, tmp_path):
+    """A short training run from a label raster writes weights that the mapping algorithm takes."""
+    out = tmp_path / "run"
+    trained = _run(
+        "trainchange",
+        {
+            "MODEL": 0,
+            "BEFORE": str(scenes["before"]),
+            "AFTER": str(scenes["after"]),
+            "LABELS": str(scenes["truth"]),
+            "ENCODER": 0,
+            "EPOCHS": 1,
+            "BATCH": 2,
+            "CHIP": 32,
+            "OUTPUT": str(out),
+        },
+    )
+    weights = Path(trained["WEIGHTS"])
+    assert weights.is_file() and Path(str(weights) + ".json").is_file()
+    assert Path(trained["LOG"]).read_text().count("\n") >= 2
+    mapped = _run(
+        "changedetection",
+        {
+            "BEFORE": str(scenes["before"]),
+            "AFTER": str(scenes["after"]),
+            "MODEL": 0,
+            "WEIGHTS": str(weights),
+            "OUTPUT": str(tmp_path / "c.tif"),
+            "TILE": 64,
+            "PRECISION": 1,
+        },
+    )
+    assert Path(mapped["OUTPUT"]).is_file()
+
+
+def test_train_landcover_needs_labels(provider, scenes, tmp_path):
+    with pytest.raises(QgsProcessingException, match="labels"):
+        _run(
+            "trainlandcover",
+            {
+                "MODEL": 0,
+                "S2": str(scenes["s2"]),
+                "S1": str(scenes["s1"]),
+                "OUTPUT": str(tmp_path / "run"),
+            },
+        )

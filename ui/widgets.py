@@ -1,0 +1,122 @@
+"""Small widgets of the dock: the band mapping table and the model card."""
+
+import html
+from typing import List, Optional, Sequence, Tuple
+
+from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtWidgets import QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
+
+from ..core.band_mapping import BandMapping, suggest_band_mapping
+
+
+class BandMappingTable(QTableWidget):
+    """One row per model band; a combo box per row picks the raster band that feeds it.
+
+    Filled from the layer's band descriptions (:func:`suggest_band_mapping`) and editable.
+    """
+
+    changed = pyqtSignal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(0, 2, parent)
+        self.setHorizontalHeaderLabels(["Model band", "Layer band"])
+        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.verticalHeader().setVisible(False)
+        self._model_bands: Tuple[str, ...] = ()
+        self._band_count = 0
+
+    def set_bands(
+        self,
+        model_bands: Sequence[str],
+        band_tips: Sequence[str],
+        layer_descriptions: Optional[Sequence[str]],
+    ) -> BandMapping:
+        """Show the model's bands and pre-select the layer's matching bands.
+
+        Args:
+            model_bands: the model's band names for this modality.
+            band_tips: a tooltip per model band (its description and unit).
+            layer_descriptions: the layer's band descriptions, or None without a layer.
+
+        Returns:
+            The suggested mapping.
+        """
+        self.blockSignals(True)
+        descriptions = list(layer_descriptions or [])
+        mapping = suggest_band_mapping(descriptions, model_bands)
+        self._model_bands = tuple(model_bands)
+        self._band_count = len(descriptions)
+        self.setRowCount(len(model_bands))
+        for row, (name, tip) in enumerate(zip(model_bands, band_tips)):
+            item = QTableWidgetItem(name)
+            item.setToolTip(tip)
+            self.setItem(row, 0, item)
+            combo = QComboBox(self)
+            combo.addItem("— not set —", None)
+            for index, text in enumerate(descriptions, start=1):
+                combo.addItem(f"Band {index}" + (f": {text}" if text else ""), index)
+            chosen = mapping.raster_bands[row]
+            combo.setCurrentIndex(0 if chosen is None else chosen)
+            combo.currentIndexChanged.connect(self.changed)
+            self.setCellWidget(row, 1, combo)
+        self.resizeRowsToContents()
+        height = self.horizontalHeader().height() + sum(
+            self.rowHeight(r) for r in range(self.rowCount())
+        )
+        self.setFixedHeight(min(height + 4, 260))
+        self.blockSignals(False)
+        return mapping
+
+    def mapping(self) -> BandMapping:
+        """The mapping as the user left it."""
+        chosen: List[Optional[int]] = []
+        for row in range(self.rowCount()):
+            combo = self.cellWidget(row, 1)
+            chosen.append(combo.currentData() if combo is not None else None)
+        return BandMapping(self._model_bands, tuple(chosen), False)
+
+    def set_band(self, row: int, band: Optional[int]) -> None:
+        """Choose raster band ``band`` (1-based; None to clear) for model band ``row``."""
+        combo = self.cellWidget(row, 1)
+        combo.setCurrentIndex(0 if band is None else band)
+
+    @property
+    def layer_band_count(self) -> int:
+        return self._band_count
+
+
+def _swatch(color: Tuple[int, int, int]) -> str:
+    r, g, b = color
+    return (
+        f'<span style="background-color: rgb({r},{g},{b}); color: rgb({r},{g},{b});">'
+        "&#9632;&#9632;</span>"
+    )
+
+
+def model_card_html(spec, weights_text: str = "") -> str:
+    """The model card shown under the model picker: inputs, classes, normalisation, weights.
+
+    Args:
+        spec: a registry :class:`~landfuse.models.registry.ModelSpec`.
+        weights_text: one line about the chosen weights file ("" when none is chosen).
+    """
+    parts = [f"<b>{html.escape(spec.title)}</b>"]
+    inputs = []
+    for modality in spec.modalities:
+        bands = " ".join(b.name for b in modality.bands)
+        unit = modality.bands[0].unit if modality.bands else ""
+        norm = modality.normalisation.mode.replace("_", " ")
+        inputs.append(
+            f"{html.escape(modality.title)}: {html.escape(bands)} "
+            f"<span style='color:#666'>({html.escape(unit)}; {html.escape(norm)})</span>"
+        )
+    parts.append("<b>Inputs</b><br>" + "<br>".join(inputs))
+    classes = " ".join(f"{_swatch(c.color)}&nbsp;{html.escape(c.name)}" for c in spec.classes)
+    parts.append(f"<b>Classes</b> ({len(spec.classes)})<br>{classes}")
+    parts.append(
+        f"<b>Network</b> {html.escape(spec.architecture)} · {html.escape(spec.encoder)} · "
+        f"tile {spec.tile_size} px · output stride {spec.output_stride}"
+    )
+    parts.append(f"<b>Weights</b> {html.escape(weights_text or spec.weights_note)}")
+    return "<br>".join(parts)
