@@ -169,3 +169,28 @@ def test_torch_missing_banner(dock, tmp_path):
     assert dock.torch_banner.isVisibleTo(dock)
     text = dock.torch_banner.text()
     assert "PyTorch is missing" in text and "pip install" in text
+
+
+def test_dock_remembers_its_settings_in_the_project(dock, scenes, weights, tmp_path, qgis_iface):
+    s2 = _add(scenes["s2"], "S2")
+    s1 = _add(scenes["s1"], "S1")
+    dock.landcover.layer_combos["s2"].setLayer(s2)
+    dock.landcover.layer_combos["s1"].setLayer(s1)
+    dock.landcover.weights.setFilePath(str(weights["landcover"]))
+    dock.tile.setValue(128)
+    dock.area_extent.setChecked(True)
+    dock.output_dir.setFilePath(str(tmp_path))
+    dock.save_project_settings()
+    project_file = tmp_path / "project.qgz"
+    assert QgsProject.instance().write(str(project_file))
+    QgsProject.instance().clear()
+    assert QgsProject.instance().read(str(project_file))  # readProject restores the dock
+    again = LandFuseDock(None, qgis_iface)
+    try:
+        assert again.landcover.layer_combos["s1"].currentLayer().name() == "S1"
+        assert again.landcover.weights.filePath() == str(weights["landcover"])
+        assert again.tile.value() == 128 and again.area_extent.isChecked()
+        assert again.output_dir.filePath() == str(tmp_path)
+    finally:
+        again.cleanup()
+        again.deleteLater()
