@@ -22,7 +22,7 @@ fi
 
 # --- 1. Debian packages ----------------------------------------------------------------------
 debs=(qgis python3-qgis qgis-providers python3-rasterio python3-gdal python3-numpy python3-venv
-      python3-pip xvfb xauth make zip)
+      python3-pip xvfb xauth make zip python3-sklearn)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -51,13 +51,18 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import qgis.core' 2>/
   /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+# pip's own chatter about unreachable extra indexes of this machine's pip.conf is dropped.
+pip_install() {
+  "${pip[@]}" install "$@" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
+  return "${PIPESTATUS[0]}"
+}
 stamp="$venv/.landfuse-requirements.sha256"
 want=$(cat requirements/*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing pinned Python requirements (torch 2.13.0, pytest, pytest-qgis, ruff, mypy)"
-  "${pip[@]}" install -q -c requirements/constraints.txt -r requirements/dev.txt
+  pip_install -q -c requirements/constraints.txt -r requirements/dev.txt
   say "installing LandFuse itself (editable: the repository root is the package 'landfuse')"
-  "${pip[@]}" install -q --no-deps --no-build-isolation -e .
+  pip_install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 else
   say "Python requirements up to date"
