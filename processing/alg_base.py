@@ -190,6 +190,28 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
         except LandFuseError as error:
             raise QgsProcessingException(str(error)) from None
 
+    def deliver(self, result, products: Dict[str, Any]) -> Dict[str, Any]:
+        """Move the engine's products to their Processing destinations, and the report beside
+        the first one.
+
+        Args:
+            result: the engine's :class:`~landfuse.core.engine.RunResult`.
+            products: product key → (output parameter name, destination path or "" if unwanted);
+                the first entry is the main product.
+
+        Returns:
+            The algorithm's results: each delivered output and ``REPORT``.
+        """
+        results: Dict[str, Any] = {}
+        main = ""
+        for key, (parameter, destination) in products.items():
+            if destination and key in result.outputs:
+                results[parameter] = self.move_product(result.outputs[key], destination)
+                main = main or destination
+        report = main.rsplit(".", 1)[0] + "_report.json"
+        results["REPORT"] = self.move_product(result.outputs["report"], report)
+        return results
+
     @staticmethod
     def move_product(source: str, destination: str) -> str:
         """Move an engine product (and its .qml / .aux.xml) to the Processing destination."""

@@ -150,19 +150,16 @@ class ChangeDetectionAlgorithm(LandFuseAlgorithm):
         )
         try:
             result = self.run_engine(request, feedback)
-            results = {self.OUTPUT: self.move_product(result.outputs["change"], output)}
-            if probability and "probability" in result.outputs:
-                results[self.PROBABILITY] = self.move_product(
-                    result.outputs["probability"], probability
-                )
-            report = output.rsplit(".", 1)[0] + "_report.json"
-            self.move_product(result.outputs["report"], report)
+            results = self.deliver(
+                result,
+                {"change": (self.OUTPUT, output), "probability": (self.PROBABILITY, probability)},
+            )
             change = result.report.get("change", {})
             feedback.pushInfo(
                 f"Changed: {change.get('changed_hectares')} ha "
-                f"({change.get('changed_percent')} % of the mapped area). Report: {report}"
+                f"({change.get('changed_percent')} % of the mapped area). "
+                f"Report: {results['REPORT']}"
             )
-            results["REPORT"] = report
             results["CHANGED_HECTARES"] = change.get("changed_hectares")
             return results
         finally:

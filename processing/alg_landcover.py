@@ -175,17 +175,13 @@ class LandCoverAlgorithm(LandFuseAlgorithm):
         )
         try:
             result = self.run_engine(request, feedback)
-            results = {self.OUTPUT: self.move_product(result.outputs["classes"], output)}
-            if confidence and "confidence" in result.outputs:
-                results[self.CONFIDENCE] = self.move_product(
-                    result.outputs["confidence"], confidence
-                )
-            report = output.rsplit(".", 1)[0] + "_report.json"
-            self.move_product(result.outputs["report"], report)
-            feedback.pushInfo(f"Report: {report}")
+            results = self.deliver(
+                result,
+                {"classes": (self.OUTPUT, output), "confidence": (self.CONFIDENCE, confidence)},
+            )
             for row in result.report.get("classes", []):
                 feedback.pushInfo(f"{row['name']}: {row['hectares']} ha ({row['percent']} %)")
-            results["REPORT"] = report
+            feedback.pushInfo(f"Report: {results['REPORT']}")
             return results
         finally:
             cleanup_folder(folder)
