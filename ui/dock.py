@@ -299,9 +299,13 @@ class _TaskPanel(QWidget):
     def update_card(self, *_args) -> None:
         spec = self.current_spec()
         if spec is None:
-            self.card.setText("<i>No model takes the chosen inputs.</i>")
+            self.card.setText(f"<i>{html.escape(self.no_model_text())}</i>")
             return
         self.card.setText(model_card_html(spec, weights_summary(self.weights.filePath())))
+
+    def no_model_text(self) -> str:
+        """Why the model list is empty."""
+        return "No model in the registry takes the chosen inputs."
 
     # band mapping ---------------------------------------------------------------------------
     def layer_for_modality(self, key: str) -> Optional[QgsRasterLayer]:
@@ -357,7 +361,7 @@ class _TaskPanel(QWidget):
         """What stops a run with the current choices (shown before the run, not after it)."""
         spec = self.current_spec()
         if spec is None:
-            return ["No model in the registry takes the chosen inputs."]
+            return [self.no_model_text()]
         found = []
         for modality in spec.modalities:
             layer = self.layer_for_modality(modality.key)
@@ -434,6 +438,14 @@ class LandCoverPanel(_TaskPanel):
         self.form.addRow(self.problem)
         self.mapping_box.setCollapsed(True)
         self.refresh_models()
+
+    def no_model_text(self) -> str:
+        if self.layer_combos["s2"].currentLayer() is None:
+            return (
+                "Choose a Sentinel-2 layer (and Sentinel-1 and/or a DEM): the models that take "
+                "them are then listed."
+            )
+        return "No model takes these inputs: add Sentinel-1 or a DEM."
 
     def chosen_modalities(self) -> List[str]:
         return [key for key, combo in self.layer_combos.items() if combo.currentLayer() is not None]
@@ -859,10 +871,17 @@ class LandFuseDock(QgsDockWidget):
             for index, label in enumerate(labels):
                 self.device.setItemText(index, label)
         else:
+            lines = environment.torch_install_help(python).splitlines()
+            formatted = [
+                f"<code>{html.escape(line.strip())}</code>"
+                if line.startswith("  ")
+                else html.escape(line)
+                for line in lines
+            ]
             self.torch_banner.setText(
                 "<b>PyTorch is missing</b> for the Python that runs LandFuse "
-                f"({html.escape(python)}). The dock works, but runs need torch.<br>"
-                + html.escape(environment.torch_install_help(python)).replace("\n", "<br>")
+                f"(<code>{html.escape(python)}</code>). The dock works, but runs need torch.<br>"
+                + "<br>".join(formatted)
             )
             self.torch_banner.show()
 

@@ -114,6 +114,7 @@ def main() -> None:
         state["dock_visible"] = bool(dock.isVisible())
         state["toolbar_checked"] = plugin.actions[0].isChecked()
         state["torch_banner"] = dock.torch_banner.isVisible()
+        state["torch_banner_text"] = dock.torch_banner.text()
         dock.show_panel(dock.layers_panel)
         tree = dock.tree
         state["dock_layers"] = [
@@ -121,8 +122,13 @@ def main() -> None:
             for i in range(tree.topLevelItemCount())
         ]
         settle(1.0)
-        shot(iface.mainWindow(), "qgis_main_window.png")
-        shot(dock, "landfuse_dock.png")
+        prefix = SCENARIO.get("shot_prefix", "")
+        if not prefix:
+            shot(iface.mainWindow(), "qgis_main_window.png")
+        elif dock.torch_banner.isVisible():
+            dock.show_panel(dock.landcover)
+            settle(0.3)
+        shot(dock, f"{prefix}landfuse_dock.png")
         for kind in ("landcover", "change"):
             if SCENARIO.get(kind):
                 run_from_dock(dock, kind, SCENARIO[kind])

@@ -68,11 +68,11 @@ def _demo_data():
     return module
 
 
-@pytest.fixture(scope="module")
-def qgis_run(tmp_path_factory):
+def start_qgis(tmp: Path, scenario: dict, with_venv: bool = True):
+    """Unpack the packaged zip into a fresh profile, run ``qgis_session.py`` in a real QGIS with
+    ``scenario`` and return (what it saw, the QGIS log, the zip path)."""
     if shutil.which("qgis") is None:
         pytest.fail("the qgis executable is missing: run scripts/setup.sh")
-    tmp = tmp_path_factory.mktemp("realqgis")
     zip_path = _load_packager().build(tmp / "dist")
     profile = tmp / "profiles" / "default"
     plugins_dir = profile / "python" / "plugins"
@@ -81,6 +81,40 @@ def qgis_run(tmp_path_factory):
         archive.extractall(plugins_dir)
     (profile / "QGIS").mkdir()
     (profile / "QGIS" / "QGIS3.ini").write_text("[PythonPlugins]\nlandfuse=true\n")
+    scenario_path = tmp / "scenario.json"
+    scenario_path.write_text(json.dumps(scenario))
+    result = tmp / "result.json"
+    env = dict(os.environ)
+    env.update(
+        LANDFUSE_GUI_RESULT=str(result),
+        LANDFUSE_GUI_SCENARIO=str(scenario_path),
+        XDG_RUNTIME_DIR=str(tmp),
+    )
+    if with_venv:
+        env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]  # the venv's torch for QGIS
+    else:
+        env.pop("PYTHONPATH", None)  # QGIS's own Python only: no torch on this machine
+    env.pop("QT_QPA_PLATFORM", None)  # a real window, not the offscreen platform of pytest-qgis
+    command = [
+        "qgis",
+        "--profiles-path",
+        str(tmp),
+        "--nologo",
+        "--noversioncheck",
+        "--code",
+        str(SESSION_SCRIPT),
+    ]
+    if not env.get("DISPLAY"):
+        command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", *command]
+    proc = subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True, timeout=1200)
+    log = f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert result.is_file(), f"QGIS ended without running the session script.\n{log}"
+    return json.loads(result.read_text()), log, zip_path
+
+
+@pytest.fixture(scope="module")
+def qgis_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("realqgis")
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("*.png"):
         old.unlink()
@@ -112,32 +146,29 @@ def qgis_run(tmp_path_factory):
             "weights": weights["change"],
         },
     }
-    scenario_path = tmp / "scenario.json"
-    scenario_path.write_text(json.dumps(scenario))
-    result = tmp / "result.json"
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=sysconfig.get_paths()["purelib"],  # the venv's torch for QGIS's Python
-        LANDFUSE_GUI_RESULT=str(result),
-        LANDFUSE_GUI_SCENARIO=str(scenario_path),
-        XDG_RUNTIME_DIR=str(tmp),
-    )
-    env.pop("QT_QPA_PLATFORM", None)  # a real window, not the offscreen platform of pytest-qgis
-    command = [
-        "qgis",
-        "--profiles-path",
-        str(tmp),
-        "--nologo",
-        "--noversioncheck",
-        "--code",
-        str(SESSION_SCRIPT),
-    ]
-    if not env.get("DISPLAY"):
-        command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", *command]
-    proc = subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True, timeout=1200)
-    log = f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    assert result.is_file(), f"QGIS ended without running the session script.\n{log}"
-    return json.loads(result.read_text()), log, zip_path
+    return start_qgis(tmp, scenario)
+
+
+@pytest.fixture(scope="module")
+def qgis_without_torch(tmp_path_factory, qgis_run):
+    tmp = tmp_path_factory.mktemp("notorch")
+    scenario = {
+        "shots": str(SHOTS),
+        "output_dir": str(tmp / "out"),
+        "layers": {},
+        "shot_prefix": "no_torch_",
+    }
+    return start_qgis(tmp, scenario, with_venv=False)
+
+
+def test_without_torch_the_plugin_loads_and_the_dock_says_how_to_get_it(qgis_without_torch):
+    state, log, _ = qgis_without_torch
+    assert state["errors"] == [], log
+    assert state["dock_visible"] is True
+    assert state["torch_banner"] is True
+    assert "PyTorch is missing" in state["torch_banner_text"]
+    assert "-m pip install torch" in state["torch_banner_text"]
+    assert _image_has_content(SHOTS / "no_torch_landfuse_dock.png")
 
 
 def test_plugin_loads_from_the_packaged_zip(qgis_run):
