@@ -71,8 +71,20 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
 
     # -- helpers -----------------------------------------------------------------------------
     def add_run_options(self, default_tile: int = 0) -> None:
-        """Tile, overlap, batch, device, precision, normalisation: all advanced."""
-        from qgis.core import QgsProcessingParameterNumber
+        """Tile, overlap, batch, device, precision, normalisation, pixel grid: all advanced."""
+        from qgis.core import QgsProcessingParameterBoolean, QgsProcessingParameterNumber
+
+        self.addParameter(
+            advanced(
+                with_help(
+                    QgsProcessingParameterBoolean(
+                        "PIXEL_GRID", "Inputs are plain images without georeferencing", False
+                    ),
+                    "Pixel-grid mode (e.g. LEVIR-CD PNGs): the inputs must have the same size; "
+                    "the outputs carry no CRS. Cannot be combined with an extent or polygons.",
+                )
+            )
+        )
 
         self.addParameter(
             advanced(
@@ -150,6 +162,7 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
             "normalisation": NORMALISATION_OPTIONS[
                 self.parameterAsEnum(parameters, "NORMALISATION", context)
             ],
+            "pixel_grid": self.parameterAsBoolean(parameters, "PIXEL_GRID", context),
         }
 
     @staticmethod

@@ -693,6 +693,11 @@ class LandFuseDock(QgsDockWidget):
             self.normalisation.addItem(label, value)
         self.want_confidence = QCheckBox("Confidence / change probability layer", box)
         self.want_confidence.setChecked(True)
+        self.pixel_grid = QCheckBox("Inputs are plain images without georeferencing", box)
+        self.pixel_grid.setToolTip(
+            "Pixel-grid mode for images such as LEVIR-CD PNGs: all inputs must have the same "
+            "width and height; the outputs carry no CRS. Not possible with a map area."
+        )
         self.output_dir = QgsFileWidget(box)
         self.output_dir.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.output_dir.setStorageMode(QgsFileWidget.GetDirectory)
@@ -718,6 +723,7 @@ class LandFuseDock(QgsDockWidget):
         form.addRow("Precision", self.precision)
         form.addRow("Normalisation", self.normalisation)
         form.addRow(self.want_confidence)
+        form.addRow(self.pixel_grid)
         form.addRow("Output folder", self.output_dir)
         form.addRow(self.output_hint)
         form.addRow("Worker Python", self.worker_python)
@@ -940,6 +946,10 @@ class LandFuseDock(QgsDockWidget):
                     lambda: "1" if self.want_confidence.isChecked() else "0",
                     lambda v: self.want_confidence.setChecked(v == "1"),
                 ),
+                "advanced/pixel_grid": (
+                    lambda: "1" if self.pixel_grid.isChecked() else "0",
+                    lambda v: self.pixel_grid.setChecked(v == "1"),
+                ),
             }
         )
         return pairs
@@ -982,6 +992,7 @@ class LandFuseDock(QgsDockWidget):
             "device": self.device.currentData(),
             "precision": self.precision.currentData(),
             "normalisation": self.normalisation.currentData(),
+            "pixel_grid": self.pixel_grid.isChecked(),
             "name": None,
         }
         if panel is self.landcover:

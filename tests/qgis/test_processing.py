@@ -248,3 +248,25 @@ def test_train_landcover_needs_labels(provider, scenes, tmp_path):
                 "OUTPUT": str(tmp_path / "run"),
             },
         )
+
+
+@pytest.mark.realdata
+def test_change_on_plain_pngs_needs_pixel_grid_mode(provider, weights, realdata, tmp_path):
+    """LEVIR-CD tiles have no georeferencing: a clear error, then a run in pixel-grid mode."""
+    levir = realdata / "levir_cd_samples"
+    name = sorted((levir / "A").glob("*.png"))[0].name
+    parameters = {
+        "BEFORE": str(levir / "A" / name),
+        "AFTER": str(levir / "B" / name),
+        "MODEL": 0,
+        "WEIGHTS": str(weights["change"]),
+        "OUTPUT": str(tmp_path / "c.tif"),
+        "TILE": 128,
+        "PRECISION": 1,
+    }
+    with pytest.raises(QgsProcessingException, match="(?i)pixel"):
+        _run("changedetection", parameters)
+    result = _run("changedetection", {**parameters, "PIXEL_GRID": True})
+    with rasterio.open(result["OUTPUT"]) as src:
+        assert (src.width, src.height) == (256, 256)
+        assert src.crs is None
