@@ -394,6 +394,20 @@ class _TaskPanel(QWidget):
         return tuple(int(i) for i in mapping.raster_bands if i is not None)
 
 
+def _training_note(training: dict) -> str:
+    """The one line a weights file gives about where it comes from."""
+    demo = training.get("demo")
+    if isinstance(demo, dict) and demo.get("demo_weights"):
+        return "DEMO weights trained on synthetic scenes only: not for real imagery"
+    for key in ("note", "data", "source"):
+        value = training.get(key)
+        if isinstance(value, dict):
+            value = value.get("description")
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
 def weights_summary(path: str) -> str:
     """One line about a weights file from its JSON sidecar (no torch import)."""
     if not path:
@@ -408,7 +422,7 @@ def weights_summary(path: str) -> str:
     except (OSError, ValueError):
         return f"{Path(path).name} (sidecar unreadable)"
     training = meta.get("training") or {}
-    note = training.get("note") or training.get("data") or ""
+    note = _training_note(training)
     encoder = (meta.get("config") or {}).get("encoder")
     text = f"{Path(path).name}: {meta.get('model_name', '?')}"
     if encoder:

@@ -14,7 +14,13 @@ import os
 import time
 import traceback
 
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import (
+    QgsApplication,
+    QgsContrastEnhancement,
+    QgsMultiBandColorRenderer,
+    QgsProject,
+    QgsRasterLayer,
+)
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, plugins
 
@@ -48,6 +54,21 @@ def settle(seconds: float = 1.0) -> None:
     """Let the canvas render and the widgets repaint before a screenshot."""
     wait(lambda: False, seconds)
     iface.mapCanvas().waitWhileRendering()
+
+
+def true_colour(layer) -> None:
+    """Show a 13-band Sentinel-2 layer as B04/B03/B02 with a min-max stretch, as an analyst
+    would set it (QGIS's default shows bands 1-2-3)."""
+    renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 4, 3, 2)
+    for band, setter in ((4, renderer.setRedContrastEnhancement),
+                         (3, renderer.setGreenContrastEnhancement),
+                         (2, renderer.setBlueContrastEnhancement)):  # fmt: skip
+        enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(band))
+        enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        enhancement.setMinimumValue(200)
+        enhancement.setMaximumValue(2500)
+        setter(enhancement)
+    layer.setRenderer(renderer)
 
 
 def run_from_dock(dock, kind: str, spec: dict) -> None:
@@ -103,6 +124,8 @@ def main() -> None:
         for name, path in SCENARIO["layers"].items():
             layer = QgsRasterLayer(path, name)
             state.setdefault("layers_valid", {})[name] = layer.isValid()
+            if layer.bandCount() == 13:
+                true_colour(layer)
             QgsProject.instance().addMapLayer(layer)
             layers[name] = layer
         if layers:

@@ -24,7 +24,21 @@ SESSION_SCRIPT = Path(__file__).with_name("qgis_session.py")
 
 
 def gui_weights(folder: Path) -> dict:
-    """Weights for the GUI runs: the bundled demo weights when present, else tiny random ones."""
+    """Weights for the GUI runs: the bundled demo weights when present (maps that look right in
+    the screenshots), else tiny random ones (the mechanics are tested all the same)."""
+    demo = ROOT / "demo" / "weights"
+    landcover, change = demo / "landcover_demo.pt", demo / "change_demo.pt"
+    if landcover.is_file() and change.is_file():
+        names = {}
+        for key, path in (("landcover", landcover), ("change", change)):
+            sidecar = json.loads(Path(str(path) + ".json").read_text())
+            names[key] = sidecar["metadata"]["model_name"]
+        return {
+            "landcover_model": names["landcover"],
+            "landcover": str(landcover),
+            "change_model": names["change"],
+            "change": str(change),
+        }
     import sys
 
     sys.path.insert(0, str(ROOT / "tests" / "qgis"))
