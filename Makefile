@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 XVFB := xvfb-run -a -s "-screen 0 1600x1000x24"
 
-.PHONY: help setup test lint typecheck package qgis clean
+.PHONY: help setup demo test lint typecheck package qgis clean
 
 help:
+	@echo "make demo      set up if needed, then map the synthetic demo scene (land cover + change) into build/demo"
 	@echo "make setup     install QGIS 3.22, rasterio, GDAL, Xvfb (Debian) and the .venv (idempotent)"
 	@echo "make test      set up if needed, then run every test (unit, headless QGIS, real QGIS) under Xvfb"
 	@echo "make lint      ruff check + ruff format --check"
@@ -16,6 +17,10 @@ help:
 
 setup:
 	@bash scripts/setup.sh
+
+demo: setup
+	@mkdir -p build
+	$(PY) scripts/demo.py
 
 test: setup
 	@mkdir -p build

@@ -22,6 +22,15 @@ number of classes, and ResNet-18/50 encoders. ResNet-18 has the same stage width
 ResNet-50's stages are 4× wider (256..2048); a shared neck ``net.neck.{0..3}`` (CBR 1×1 per
 stage) reduces them to 64..512 so that every module after the encoder keeps its published
 shape. The neck exists only for ResNet-50.
+
+Lite variant (LandFuse, not the paper): ``width`` below the default 64 scales every channel count
+by ``width / 64``: the encoder (``models.resnet``), the stage channels C of DPFA, FFM, attention
+and the decoder (64..512 become ``width·(1, 2, 4, 8)``) and the heads and unused modules that
+follow from them. Module names and key order do not change. With ResNet-18 and 13 bands the
+network has 20.2 M parameters at width 64 and 1.3 M at width 16 (the registry's
+``amfnet_lite_s2``, whose bundled demo weights train on two CPU cores in minutes). The decoder
+attention's channel reduction keeps at least one hidden channel (``max(1, C // 16)``), which
+only matters below width 16.
 """
 
 from __future__ import annotations
@@ -35,24 +44,43 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputShapeError, ModelConfigError
-from .resnet import RESNET_NAMES, build_resnet
+from .resnet import DEFAULT_WIDTH, RESNET_NAMES, build_resnet
 
 __all__ = [
     "DPFA",
     "FFM",
     "UNUSED_PREFIXES",
+    "WIDTH_MULTIPLE",
     "AMFNet",
     "Attention",
     "ChannelAttention",
     "SpatialAttention",
     "dpfa_kernel_size",
     "load_official_state_dict",
+    "stage_channels",
 ]
 
 logger = logging.getLogger(__name__)
 
 _STAGE_CHANNELS = (64, 128, 256, 512)
 _SIZE_MULTIPLE = 32
+#: ``width`` must be a multiple of this, so that every scaled channel count (down to the main
+#: head's ``c1 // 4``) is a whole number.
+WIDTH_MULTIPLE = 8
+
+
+def stage_channels(width: int = DEFAULT_WIDTH) -> tuple[int, int, int, int]:
+    """Stage channels C of DPFA / FFM / attention / decoder: 64..512 scaled by ``width / 64``.
+
+    Args:
+        width: 64 for the published network.
+
+    Returns:
+        ``(c1, c2, c3, c4)``.
+    """
+    c1, c2, c3, c4 = (c * width // DEFAULT_WIDTH for c in _STAGE_CHANNELS)
+    return c1, c2, c3, c4
+
 
 #: Key prefixes of the modules the reference defines but never uses (NETWORKS.md §3).
 UNUSED_PREFIXES: tuple[str, ...] = (
@@ -252,8 +280,11 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, channels: int, ratio: int = 16) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // ratio, 1, bias=False)
-        self.fc2 = nn.Conv2d(channels // ratio, channels, 1, bias=False)
+        # At least one hidden channel: only a lite network (C < 16) needs the floor; the
+        # published widths (64..512) give C // 16 as in the paper.
+        hidden = max(1, channels // ratio)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
         for conv in (self.fc1, self.fc2):
             nn.init.kaiming_normal_(conv.weight, a=1)  # as the reference
 
@@ -288,13 +319,14 @@ class _SharedEncoder(nn.Module):
     """Holds the shared ResNet as ``net`` (so keys read ``net.net.*``) and, for ResNet-50, the
     channel-reducing ``neck``."""
 
-    def __init__(self, encoder: str, in_channels: int) -> None:
+    def __init__(self, encoder: str, in_channels: int, width: int = DEFAULT_WIDTH) -> None:
         super().__init__()
-        self.net = build_resnet(encoder, in_channels)
+        self.net = build_resnet(encoder, in_channels, width=width)
         widths = self.net.out_channels
+        stages = stage_channels(width)
         self.neck: nn.ModuleList | None
-        if widths != _STAGE_CHANNELS:
-            self.neck = nn.ModuleList([_cbr1x1(w, c) for w, c in zip(widths, _STAGE_CHANNELS)])
+        if widths != stages:
+            self.neck = nn.ModuleList([_cbr1x1(w, c) for w, c in zip(widths, stages)])
         else:
             self.neck = None
 
@@ -314,9 +346,12 @@ class AMFNet(nn.Module):
         encoder: "resnet34" (published), "resnet18" or "resnet50".
         include_unused: keep the modules the reference defines but never uses, so that a
             reference checkpoint loads strictly (default True).
+        width: 64 (published) or a lite width (8, 16, 32: a multiple of 8) that scales the
+            encoder and every stage (see the module docstring).
 
     Raises:
-        ModelConfigError: for an unknown encoder or a band / class count < 1.
+        ModelConfigError: for an unknown encoder, a band / class count < 1 or a width that is
+            not a multiple of 8.
     """
 
     def __init__(
@@ -325,6 +360,7 @@ class AMFNet(nn.Module):
         num_classes: int = 2,
         encoder: str = "resnet34",
         include_unused: bool = True,
+        width: int = DEFAULT_WIDTH,
     ) -> None:
         super().__init__()
         if encoder not in RESNET_NAMES:
@@ -336,15 +372,21 @@ class AMFNet(nn.Module):
                 f"in_channels and num_classes must be at least 1, got {in_channels} and "
                 f"{num_classes}."
             )
+        if isinstance(width, bool) or int(width) < 1 or int(width) % WIDTH_MULTIPLE:
+            raise ModelConfigError(
+                f"width must be a positive multiple of {WIDTH_MULTIPLE} (64 is the published "
+                f"network, 8 to 32 a lite one), got {width}."
+            )
         self.in_channels = int(in_channels)
         self.num_classes = int(num_classes)
         self.encoder = encoder
         self.include_unused = bool(include_unused)
+        self.width = int(width)
         n = self.num_classes
-        c1, c2, c3, c4 = _STAGE_CHANNELS
+        c1, c2, c3, c4 = stage_channels(self.width)
 
         # Registration order follows the reference so that state_dict keys come in its order.
-        self.net = _SharedEncoder(encoder, self.in_channels)
+        self.net = _SharedEncoder(encoder, self.in_channels, self.width)
         if self.include_unused:
             self.up_2 = _up(c2, c1)
             self.up_3 = _up(c3, c2)
@@ -390,13 +432,20 @@ class AMFNet(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        """Keyword arguments that rebuild this network (JSON-ready)."""
-        return {
+        """Keyword arguments that rebuild this network (JSON-ready).
+
+        ``width`` is present only for a lite network, so the configuration of the published one
+        (and of every weights file written before lite networks existed) is unchanged.
+        """
+        config: dict[str, Any] = {
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
             "encoder": self.encoder,
             "include_unused": self.include_unused,
         }
+        if self.width != DEFAULT_WIDTH:
+            config["width"] = self.width
+        return config
 
     def _check_inputs(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
         for name, x in (("before", x1), ("after", x2)):

@@ -21,6 +21,15 @@ the reference's: all ``project_*``, all ``dense_aspp_*``, ``classifier``, then
 Light variant (LandFuse, not the paper): ResNet-18/34 encoders; layer widths 64/128/256/512, so
 the head's inputs are 64/128/256/512 channels and DenseASPP takes 64 channels (its output stays
 256, and each branch still contributes 448 channels).
+
+Lite variant (LandFuse, not the paper): ``width`` below the default 64 scales every channel count
+by ``width / 64``: the encoders' stems and stages (``models.resnet``), the head's projections
+(48 → ``3·width/4``), the DenseASPP branches and output (256 → ``4·width``) and the classifier's
+hidden layer (256 → ``4·width``). Module names and the order of the keys do not change; only
+shapes do. A three-branch ResNet-18 network has 50.3 M parameters at width 64, 3.2 M at 16 and
+0.8 M at 8 (the registry's ``amm_fusenet_lite_s2_s1_dem``, whose bundled demo weights train on
+two CPU cores in minutes). The head runs at stride 4 and dominates the cost, which falls about
+as ``width²``. Channel attention (ECA) keeps its kernel of 3 at every width.
 """
 
 from __future__ import annotations
@@ -33,10 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputShapeError, ModelConfigError
-from .resnet import RESNET_NAMES, ResNet, build_resnet
+from .resnet import DEFAULT_WIDTH, RESNET_NAMES, ResNet, build_resnet
 
 __all__ = [
     "ECA",
+    "WIDTH_MULTIPLE",
     "AMMFuseNet",
     "AMMFuseNetHead",
     "ASPPConv",
@@ -50,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 _LOW_PROJ = 48  # channels of each projected encoder stage (NETWORKS.md §2, head)
 _ASPP_OUT = 256
+#: ``width`` must be a multiple of this so that every scaled channel count is a whole number.
+WIDTH_MULTIPLE = 8
 _ASPP_RATES = (3, 6, 12, 18)
 _STRIDE_TO_DILATION = {16: (False, False, True), 8: (False, True, True)}
 
@@ -183,23 +195,35 @@ class AMMFuseNetHead(nn.Module):
             are 2×, 4× and 8× as wide.
         num_classes: number of output classes.
         names: key suffix per branch (see :func:`branch_names`).
+        width: 64 is the published head (projections 48, DenseASPP and classifier 256); a lite
+            head scales those by ``width / 64`` (a multiple of 8).
     """
 
-    def __init__(self, low_level_channels: int, num_classes: int, names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        low_level_channels: int,
+        num_classes: int,
+        names: Sequence[str],
+        width: int = DEFAULT_WIDTH,
+    ) -> None:
         super().__init__()
         self.names = tuple(names)
         low = low_level_channels
+        proj = _LOW_PROJ * width // DEFAULT_WIDTH
+        aspp = _ASPP_OUT * width // DEFAULT_WIDTH
+        self.projection_channels = proj
+        self.aspp_channels = aspp
         # Registration order generalises the reference's (see the module docstring).
         for n in self.names:
-            setattr(self, f"project_{n}", _cbr(low, _LOW_PROJ))
+            setattr(self, f"project_{n}", _cbr(low, proj))
         for n in self.names:
-            setattr(self, f"dense_aspp_{n}", DenseASPP(low))
-        per_branch = 2 * _LOW_PROJ + 2 * _LOW_PROJ + _ASPP_OUT  # 448
+            setattr(self, f"dense_aspp_{n}", DenseASPP(low, aspp))
+        per_branch = 2 * proj + 2 * proj + aspp  # 448 in the published head
         self.classifier = nn.Sequential(
-            nn.Conv2d(per_branch * len(self.names), 256, 3, padding=1, bias=False),
-            nn.BatchNorm2d(256),
+            nn.Conv2d(per_branch * len(self.names), aspp, 3, padding=1, bias=False),
+            nn.BatchNorm2d(aspp),
             nn.ReLU(inplace=True),
-            nn.Conv2d(256, num_classes, 1),
+            nn.Conv2d(aspp, num_classes, 1),
         )
         # The reference initialises only what exists at this point (its _init_weight() runs
         # before the block projections and ECAs are created); reproduce that.
@@ -210,15 +234,16 @@ class AMMFuseNetHead(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         for n in self.names:
-            setattr(self, f"project_block2_{n}", _cbr(2 * low, _LOW_PROJ))
-            setattr(self, f"project_block3_{n}", _cbr(4 * low, _LOW_PROJ))
-            setattr(self, f"project_block4_{n}", _cbr(8 * low, _LOW_PROJ))
+            setattr(self, f"project_block2_{n}", _cbr(2 * low, proj))
+            setattr(self, f"project_block3_{n}", _cbr(4 * low, proj))
+            setattr(self, f"project_block4_{n}", _cbr(8 * low, proj))
         for n in self.names:
             for level, mult in ((1, 1), (2, 2), (3, 4), (4, 8)):
                 setattr(self, f"eca_net_{level}_{n}", ECA(mult * low))
 
     def branch_parts(self, name: str, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """The four parts one branch contributes: ``[low, block2, block3+4, aspp]`` (448 ch).
+        """The four parts one branch contributes: ``[low, block2, block3+4, aspp]`` (448 ch
+        in the published head).
 
         Args:
             name: the branch suffix.
@@ -261,10 +286,12 @@ class AMMFuseNet(nn.Module):
         num_classes: number of output classes.
         output_stride: 16 (published default) or 8.
         encoder: "resnet50" (published) or the light "resnet34" / "resnet18".
+        width: 64 (published) or a lite width (8, 16, 32: a multiple of 8) that scales the
+            encoders and the head (see the module docstring).
 
     Raises:
-        ModelConfigError: for fewer than two branches, a band count < 1, an unknown encoder or
-            an output stride other than 8 or 16.
+        ModelConfigError: for fewer than two branches, a band count < 1, an unknown encoder,
+            an output stride other than 8 or 16, or a width that is not a multiple of 8.
     """
 
     def __init__(
@@ -273,6 +300,7 @@ class AMMFuseNet(nn.Module):
         num_classes: int = 7,
         output_stride: int = 16,
         encoder: str = "resnet50",
+        width: int = DEFAULT_WIDTH,
     ) -> None:
         super().__init__()
         bands = tuple(int(c) for c in in_channels)
@@ -290,31 +318,44 @@ class AMMFuseNet(nn.Module):
             )
         if int(num_classes) < 1:
             raise ModelConfigError(f"num_classes must be at least 1, got {num_classes}.")
+        if isinstance(width, bool) or int(width) < 1 or int(width) % WIDTH_MULTIPLE:
+            raise ModelConfigError(
+                f"width must be a positive multiple of {WIDTH_MULTIPLE} (64 is the published "
+                f"network, 8 to 32 a lite one), got {width}."
+            )
         self.in_channels = bands
         self.num_classes = int(num_classes)
         self.output_stride = int(output_stride)
         self.encoder = encoder
+        self.width = int(width)
         self.branch_names = branch_names(len(bands))
         dilation = _STRIDE_TO_DILATION[self.output_stride]
         low_level = 0
         for k, c in enumerate(bands, start=1):
-            backbone = build_resnet(encoder, c, dilation)
+            backbone = build_resnet(encoder, c, dilation, self.width)
             # The reference replaces conv1 after building the ResNet, so conv1 keeps torch's
             # default initialisation; do the same.
             backbone.conv1.reset_parameters()
             setattr(self, f"backbone{k}", backbone)
             low_level = backbone.out_channels[0]
-        self.classifier = AMMFuseNetHead(low_level, self.num_classes, self.branch_names)
+        self.classifier = AMMFuseNetHead(low_level, self.num_classes, self.branch_names, self.width)
 
     @property
     def config(self) -> dict[str, Any]:
-        """Keyword arguments that rebuild this network (JSON-ready)."""
-        return {
+        """Keyword arguments that rebuild this network (JSON-ready).
+
+        ``width`` is present only for a lite network, so the configuration of the published one
+        (and of every weights file written before lite networks existed) is unchanged.
+        """
+        config: dict[str, Any] = {
             "in_channels": list(self.in_channels),
             "num_classes": self.num_classes,
             "output_stride": self.output_stride,
             "encoder": self.encoder,
         }
+        if self.width != DEFAULT_WIDTH:
+            config["width"] = self.width
+        return config
 
     @property
     def backbones(self) -> tuple[ResNet, ...]:

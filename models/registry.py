@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only, torch is imported lazily
 __all__ = [
     "ARCHITECTURES",
     "NORMALISATION_MODES",
+    "PUBLISHED_WIDTH",
     "TASKS",
     "BandSpec",
     "ClassSpec",
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 TASKS: tuple[str, ...] = ("landcover", "change")
+#: Channel width of the published networks (torchvision's ResNet stem); lite entries use less.
+PUBLISHED_WIDTH = 64
 ARCHITECTURES: tuple[str, ...] = ("amm_fusenet", "amfnet")
 NORMALISATION_MODES: tuple[str, ...] = ("minmax_per_tile", "fixed_bounds", "scale", "fixed_stats")
 RESAMPLING_MODES: tuple[str, ...] = ("bilinear", "nearest")
@@ -278,6 +281,8 @@ class ModelSpec:
         encoder: "resnet50", "resnet34" or "resnet18".
         paper: citation.
         weights_note: where weights come from (no download exists).
+        width: channel width of the network (``PUBLISHED_WIDTH`` = 64 for the papers' networks;
+            8 to 32 for LandFuse's lite CPU variants, a multiple of 8).
 
     Raises:
         ModelConfigError: when the entry is inconsistent (checked when it is created).
@@ -294,6 +299,7 @@ class ModelSpec:
     encoder: str
     paper: str
     weights_note: str
+    width: int = PUBLISHED_WIDTH
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -310,6 +316,8 @@ class ModelSpec:
             raise ModelConfigError(f"{self.name}: class values must be 0..n-1 in order.")
         if self.tile_size <= 0 or self.tile_size % 32:
             raise ModelConfigError(f"{self.name}: tile_size must be a positive multiple of 32.")
+        if isinstance(self.width, bool) or self.width < 8 or self.width % 8:
+            raise ModelConfigError(f"{self.name}: width must be a positive multiple of 8.")
 
     @property
     def num_classes(self) -> int:
@@ -356,6 +364,9 @@ class ModelSpec:
             config["output_stride"] = self.output_stride
         else:
             config["in_channels"] = self.in_channels[0]
+        # Only lite entries carry a width, as the networks' own ``config`` does.
+        if self.width != PUBLISHED_WIDTH:
+            config["width"] = self.width
         return config
 
     def build(self, num_classes: int | None = None) -> torch.nn.Module:
@@ -501,6 +512,12 @@ _AMM_REFERENCE_NOTE = (
 _AMM_TRAIN_NOTE = (
     "No published model for this configuration: train it with LandFuse on your own labels."
 )
+_LITE_NOTE = (
+    " LandFuse's lite CPU variant (ResNet-18 encoders, channel counts scaled by width / 64), "
+    "not the paper's model; the bundled demo weights (demo/weights/, made by "
+    "scripts/train_demo_weights.py) were trained on synthetic scenes only. Train it on your "
+    "own labels for real use."
+)
 
 _ENTRIES: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -618,6 +635,49 @@ _ENTRIES: tuple[ModelSpec, ...] = (
         ),
     ),
 )
+
+# LandFuse's own lite networks, appended after the papers' entries so that the Processing enums
+# of those keep their indices. ResNet-18 encoders at width 8 (AMM-FuseNet, whose head runs at
+# stride 4 and dominates the cost) or 16 (AMFNet): small enough to bundle demo weights and to
+# train on two CPU cores in minutes.
+_LITE_ENTRIES: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="amm_fusenet_lite_s2_s1_dem",
+        title="LandFuse lite CPU variant of AMM-FuseNet: Sentinel-2 + Sentinel-1 + DEM, Hunan "
+        "classes (not the paper's model)",
+        task="landcover",
+        architecture="amm_fusenet",
+        # The same fixed normalisation as amm_fusenet_s2_s1_dem: no tile dependence, no seams.
+        modalities=(
+            ModalitySpec("s2", "Sentinel-2 L1C, 13 bands", S2_L1C_BANDS, _S2_BOUNDS),
+            ModalitySpec("s1", "Sentinel-1 GRD, VV + VH (dB)", S1_BANDS, _S1_BOUNDS),
+            DEM_HUNAN,
+        ),
+        classes=HUNAN_CLASSES,
+        tile_size=256,
+        output_stride=16,
+        encoder="resnet18",
+        paper=_AMM_PAPER + " Lite three-branch variant by LandFuse (NETWORKS.md §2).",
+        weights_note=_AMM_TRAIN_NOTE + _LITE_NOTE,
+        width=8,
+    ),
+    ModelSpec(
+        name="amfnet_lite_s2",
+        title="LandFuse lite CPU variant of AMFNet: Sentinel-2 change detection (13 bands per "
+        "date; not the paper's model)",
+        task="change",
+        architecture="amfnet",
+        modalities=(ModalitySpec("s2", "Sentinel-2 L1C, 13 bands", S2_L1C_BANDS, _S2_L1C_STATS),),
+        classes=CHANGE_CLASSES,
+        tile_size=256,
+        output_stride=32,
+        encoder="resnet18",
+        paper=_AMF_PAPER + " Lite 13-band variant by LandFuse.",
+        weights_note="No published model: train it with LandFuse." + _LITE_NOTE,
+        width=16,
+    ),
+)
+_ENTRIES = _ENTRIES + _LITE_ENTRIES
 
 _REGISTRY: Mapping[str, ModelSpec] = types.MappingProxyType({e.name: e for e in _ENTRIES})
 if len(_REGISTRY) != len(_ENTRIES):  # pragma: no cover - guards against a copy-paste slip

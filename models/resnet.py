@@ -12,6 +12,12 @@ its 3×3 convolution and the following blocks use the new one. torchvision refus
 BasicBlock; here a dilated BasicBlock dilates both of its 3×3 convolutions (padding = dilation),
 which changes no parameter shape. This is what the light AMM-FuseNet variants (ResNet-18/34 at
 output stride 16 or 8) use; it is a LandFuse extension, not torchvision behaviour.
+
+``width`` (LandFuse, not torchvision) is the channel count of the stem and of ``layer1``'s
+blocks; ``layer2..layer4`` are 2×, 4× and 8× as wide (times the Bottleneck expansion), exactly as
+torchvision's 64 / 128 / 256 / 512. The default 64 is torchvision's network, with its parameter
+names and shapes. Smaller widths (8 to 32) make the "lite" trunks of the CPU demo models: the
+same depth and names with every channel count scaled, about ``(width / 64)²`` of the parameters.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import nn
 from .errors import ModelConfigError
 
 __all__ = [
+    "DEFAULT_WIDTH",
     "RESNET_NAMES",
     "BasicBlock",
     "Bottleneck",
@@ -41,6 +48,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RESNET_NAMES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
+#: torchvision's stem / layer1 channel count; other widths are LandFuse's lite trunks.
+DEFAULT_WIDTH = 64
 
 
 def _conv3x3(inplanes: int, planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -134,9 +143,11 @@ class ResNet(nn.Module):
         layers: number of blocks per stage.
         in_channels: number of input bands (``conv1`` input channels).
         replace_stride_with_dilation: three booleans for layer2..layer4, as in torchvision.
+        width: channels of the stem and ``layer1`` (torchvision: 64); the stages are
+            ``width × (1, 2, 4, 8)`` (times 4 for Bottleneck outputs).
 
     Raises:
-        ModelConfigError: for a bad band count or dilation list.
+        ModelConfigError: for a bad band count, dilation list or width.
     """
 
     def __init__(
@@ -145,8 +156,11 @@ class ResNet(nn.Module):
         layers: Sequence[int],
         in_channels: int = 3,
         replace_stride_with_dilation: Sequence[bool] | None = None,
+        width: int = DEFAULT_WIDTH,
     ) -> None:
         super().__init__()
+        if int(width) < 1:
+            raise ModelConfigError(f"A ResNet width must be at least 1 channel, got {width}.")
         if int(in_channels) < 1:
             raise ModelConfigError(f"A ResNet needs at least one input band, got {in_channels}.")
         if replace_stride_with_dilation is None:
@@ -158,21 +172,23 @@ class ResNet(nn.Module):
             )
         self.in_channels = int(in_channels)
         self.replace_stride_with_dilation = tuple(bool(v) for v in replace_stride_with_dilation)
-        self._inplanes = 64
+        self.width = int(width)
+        w = self.width
+        self._inplanes = w
         self._dilation = 1
-        self.conv1 = nn.Conv2d(self.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(self.in_channels, w, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], 2, replace_stride_with_dilation[0])
-        self.layer3 = self._make_layer(block, 256, layers[2], 2, replace_stride_with_dilation[1])
-        self.layer4 = self._make_layer(block, 512, layers[3], 2, replace_stride_with_dilation[2])
+        self.layer1 = self._make_layer(block, w, layers[0])
+        self.layer2 = self._make_layer(block, 2 * w, layers[1], 2, replace_stride_with_dilation[0])
+        self.layer3 = self._make_layer(block, 4 * w, layers[2], 2, replace_stride_with_dilation[1])
+        self.layer4 = self._make_layer(block, 8 * w, layers[3], 2, replace_stride_with_dilation[2])
         self.out_channels: tuple[int, int, int, int] = (
-            64 * block.expansion,
-            128 * block.expansion,
-            256 * block.expansion,
-            512 * block.expansion,
+            w * block.expansion,
+            2 * w * block.expansion,
+            4 * w * block.expansion,
+            8 * w * block.expansion,
         )
         stride = 32
         for dilated in self.replace_stride_with_dilation:
@@ -238,6 +254,7 @@ def build_resnet(
     name: str,
     in_channels: int = 3,
     replace_stride_with_dilation: Sequence[bool] | None = None,
+    width: int = DEFAULT_WIDTH,
 ) -> ResNet:
     """Build a ResNet trunk by name.
 
@@ -245,38 +262,45 @@ def build_resnet(
         name: "resnet18", "resnet34" or "resnet50".
         in_channels: number of input bands.
         replace_stride_with_dilation: three booleans for layer2..layer4 (torchvision meaning).
+        width: stem / ``layer1`` channels; 64 is torchvision's network, 8 to 32 a lite trunk.
 
     Returns:
         The randomly initialised trunk.
 
     Raises:
-        ModelConfigError: for an unknown name.
+        ModelConfigError: for an unknown name or a width below 1.
     """
     if name not in _SPECS:
         raise ModelConfigError(f"Unknown encoder {name!r}; use one of {', '.join(RESNET_NAMES)}.")
     block, layers = _SPECS[name]
-    return ResNet(block, layers, in_channels, replace_stride_with_dilation)
+    return ResNet(block, layers, in_channels, replace_stride_with_dilation, width)
 
 
 def resnet18(
-    in_channels: int = 3, replace_stride_with_dilation: Sequence[bool] | None = None
+    in_channels: int = 3,
+    replace_stride_with_dilation: Sequence[bool] | None = None,
+    width: int = DEFAULT_WIDTH,
 ) -> ResNet:
     """ResNet-18 trunk (see :func:`build_resnet`)."""
-    return build_resnet("resnet18", in_channels, replace_stride_with_dilation)
+    return build_resnet("resnet18", in_channels, replace_stride_with_dilation, width)
 
 
 def resnet34(
-    in_channels: int = 3, replace_stride_with_dilation: Sequence[bool] | None = None
+    in_channels: int = 3,
+    replace_stride_with_dilation: Sequence[bool] | None = None,
+    width: int = DEFAULT_WIDTH,
 ) -> ResNet:
     """ResNet-34 trunk (see :func:`build_resnet`)."""
-    return build_resnet("resnet34", in_channels, replace_stride_with_dilation)
+    return build_resnet("resnet34", in_channels, replace_stride_with_dilation, width)
 
 
 def resnet50(
-    in_channels: int = 3, replace_stride_with_dilation: Sequence[bool] | None = None
+    in_channels: int = 3,
+    replace_stride_with_dilation: Sequence[bool] | None = None,
+    width: int = DEFAULT_WIDTH,
 ) -> ResNet:
     """ResNet-50 trunk (see :func:`build_resnet`)."""
-    return build_resnet("resnet50", in_channels, replace_stride_with_dilation)
+    return build_resnet("resnet50", in_channels, replace_stride_with_dilation, width)
 
 
 def adapt_conv1_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:

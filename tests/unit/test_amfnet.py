@@ -23,6 +23,7 @@ from landfuse.models.amfnet import (
     Attention,
     dpfa_kernel_size,
     load_official_state_dict,
+    stage_channels,
 )
 from landfuse.models.errors import InputShapeError, ModelConfigError, WeightsMismatchError
 
@@ -377,3 +378,62 @@ def test_mismatched_checkpoint_is_refused(amf: AMFNet) -> None:
         load_official_state_dict(AMFNet(), state)
     assert info.value.missing == ("att4.conv.1.running_var",)
     assert info.value.mismatched == (("net.net.conv1.weight", (64, 13, 7, 7), (64, 3, 7, 7)),)
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_lite_width_scales_every_stage(width: int) -> None:
+    torch.manual_seed(0)
+    model = AMFNet(13, 2, "resnet18", width=width)
+    with torch.device("meta"):  # shapes only: nothing allocated, no slow initialisation
+        default = AMFNet(13, 2, "resnet18")
+    sd, ref = model.state_dict(), default.state_dict()
+    assert list(sd) == list(ref)  # same names, same order: only shapes change
+    c1, c2, c3, c4 = stage_channels(width)
+    assert (c1, c2, c3, c4) == (width, 2 * width, 4 * width, 8 * width)
+    assert stage_channels() == (64, 128, 256, 512)
+    assert sd["net.net.conv1.weight"].shape == (width, 13, 7, 7)
+    assert sd["dpfa4.conv1.0.weight"].shape == (c4, c4, 1, 1)
+    assert sd["ffm3.conv1.0.weight"].shape == (c3, 2 * c3, 1, 1)
+    assert sd["att1.ca.fc1.weight"].shape == (max(1, c1 // 16), c1, 1, 1)
+    assert sd["up1.0.conv.0.weight"].shape == (c1 // 2, c1, 3, 3)
+    assert sd["output.3.weight"].shape == (2, c1 // 4, 1, 1)
+    for key, value in sd.items():  # nothing grows
+        assert all(n <= r for n, r in zip(value.shape, ref[key].shape)), key
+    params = sum(p.numel() for p in model.parameters())
+    assert params < sum(p.numel() for p in default.parameters()) / 10
+    assert model.config == {
+        "in_channels": 13,
+        "num_classes": 2,
+        "encoder": "resnet18",
+        "include_unused": True,
+        "width": width,
+    }
+    model.eval()
+    with torch.no_grad():
+        outs = model(torch.rand(2, 13, 64, 64), torch.rand(2, 13, 64, 64))
+    assert all(o.shape == (2, 2, 64, 64) and torch.isfinite(o).all() for o in outs)
+
+
+def test_lite_parameter_counts_and_training_step() -> None:
+    # Regression values of the two lite sizes (ResNet-18, 13 bands, unused modules kept).
+    counts = {8: 328_276, 16: 1_282_440}
+    for width, expected in counts.items():
+        with torch.device("meta"):
+            lean = AMFNet(13, 2, "resnet18", include_unused=False, width=width)
+            full = AMFNet(13, 2, "resnet18", width=width)
+        assert sum(p.numel() for p in full.parameters()) == expected
+        assert sum(p.numel() for p in lean.parameters()) < expected
+    torch.manual_seed(0)
+    model = AMFNet(13, 2, "resnet18", width=16).train()
+    x1, x2 = torch.rand(2, 13, 32, 32), torch.rand(2, 13, 32, 32)
+    target = F.one_hot(torch.randint(0, 2, (2, 32, 32)), 2).permute(0, 3, 1, 2).float()
+    criterion = torch.nn.BCEWithLogitsLoss()
+    loss = sum(w * criterion(o, target) for w, o in zip((1.0, 0.5, 0.4, 0.3), model(x1, x2)))
+    loss.backward()
+    for p in (model.net.net.conv1.weight, model.att4.ca.fc1.weight, model.output[3].weight):
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    with torch.device("meta"):
+        assert "width" not in AMFNet().config  # the published configuration is unchanged
+    for bad in (0, 4, 12, False):
+        with pytest.raises(ModelConfigError, match="multiple of 8"):
+            AMFNet(width=bad)

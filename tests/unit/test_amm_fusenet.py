@@ -363,3 +363,83 @@ def test_input_and_config_errors(hunan: AMMFuseNet) -> None:
         AMMFuseNet((13, 2), output_stride=32)
     with pytest.raises(ModelConfigError, match="resnet50"):
         AMMFuseNet((13, 2), encoder="vgg16")
+
+
+def _head_params(branches: int, low: int, width: int, classes: int) -> int:
+    """Parameter count of the fusion head, from NETWORKS.md §2 with channels scaled by width/64."""
+    p, a = 48 * width // 64, 256 * width // 64
+
+    def cbr(i: int, o: int, k: int = 1) -> int:
+        return i * o * k * k + 2 * o
+
+    per_branch = (
+        cbr(low, p) + cbr(2 * low, p) + cbr(4 * low, p) + cbr(8 * low, p)  # projections
+        + 4 * 3  # four ECAs, kernel 3
+        + cbr(low, a)  # DenseASPP conv1 (unused, but a parameter)
+        + sum(cbr(low + k * a, a, 3) + 3 for k in range(4))  # asppConv_1..4 with their ECA
+        + cbr(low, a)  # pooling branch
+        + cbr(5 * a + low, a)  # project
+    )  # fmt: skip
+    classifier = cbr(branches * (4 * p + a), a, 3) + a * classes + classes
+    return branches * per_branch + classifier
+
+
+def _resnet_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_head_formula_reproduces_the_published_count() -> None:
+    # Two ResNet-50 encoders (13 and 2 bands) + the published head = 62,332,663 (NETWORKS.md).
+    encoders = 2 * 23_508_032 - 64 * 3 * 49 * 2 + 64 * 49 * (13 + 2)
+    assert encoders + _head_params(2, 256, 64, 7) == 62_332_663
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_lite_width_scales_encoders_and_head(width: int) -> None:
+    torch.manual_seed(0)
+    model = AMMFuseNet((13, 2, 1), 7, 16, "resnet18", width=width)
+    with torch.device("meta"):  # shapes only: nothing allocated, no slow initialisation
+        reference = AMMFuseNet((13, 2, 1), 7, 16, "resnet18")
+    sd = model.state_dict()
+    assert list(sd) == list(reference.state_dict())  # same names, same order
+    p, a = 3 * width // 4, 4 * width
+    assert sd["backbone3.conv1.weight"].shape == (width, 1, 7, 7)
+    assert sd["classifier.project_image.0.weight"].shape == (p, width, 1, 1)
+    assert sd["classifier.project_block4_m3.0.weight"].shape == (p, 8 * width, 1, 1)
+    assert sd["classifier.dense_aspp_dsm.asppConv_4.0.weight"].shape == (a, width + 3 * a, 3, 3)
+    assert sd["classifier.classifier.0.weight"].shape == (a, 3 * (4 * p + a), 3, 3)
+    assert sd["classifier.classifier.3.weight"].shape == (7, a, 1, 1)
+    encoders = sum(_resnet_params(b) for b in model.backbones)
+    assert _resnet_params(model) == encoders + _head_params(3, width, width, 7)
+    assert _resnet_params(model) < _resnet_params(reference) / 10
+    assert model.config == {
+        "in_channels": [13, 2, 1],
+        "num_classes": 7,
+        "output_stride": 16,
+        "encoder": "resnet18",
+        "width": width,
+    }
+    with torch.device("meta"):
+        rebuilt = AMMFuseNet(**model.config)
+    assert [tuple(v.shape) for v in rebuilt.state_dict().values()] == [
+        tuple(v.shape) for v in sd.values()
+    ]
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 13, 64, 64), torch.rand(2, 2, 64, 64), torch.rand(2, 1, 64, 64))
+    assert out.shape == (2, 7, 64, 64) and torch.isfinite(out).all()
+
+
+def test_lite_training_step_and_width_validation() -> None:
+    torch.manual_seed(0)
+    model = AMMFuseNet((13, 2, 1), 7, 16, "resnet18", width=8).train()
+    x = (torch.rand(2, 13, 32, 32), torch.rand(2, 2, 32, 32), torch.rand(2, 1, 32, 32))
+    loss = F.cross_entropy(model(*x), torch.randint(0, 7, (2, 32, 32)))
+    loss.backward()
+    for p in (model.backbone3.conv1.weight, model.classifier.dense_aspp_m3.asppConv_4[0].weight):
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    with torch.device("meta"):
+        assert "width" not in AMMFuseNet((13, 2), 7, 16, "resnet18").config  # unchanged
+    for bad in (0, 12, 20, True):
+        with pytest.raises(ModelConfigError, match="multiple of 8"):
+            AMMFuseNet((13, 2), width=bad)

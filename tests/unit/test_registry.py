@@ -139,7 +139,7 @@ def test_unknown_name_lists_valid_names() -> None:
 def test_list_by_task() -> None:
     change = list_model_specs("change")
     landcover = list_model_specs("landcover")
-    assert {s.name for s in change} == {"amfnet_rgb_levir", "amfnet_s2"}
+    assert {s.name for s in change} == {"amfnet_rgb_levir", "amfnet_s2", "amfnet_lite_s2"}
     assert all(s.task == "landcover" for s in landcover)
     assert len(change) + len(landcover) == len(list_model_specs())
     with pytest.raises(ModelConfigError, match="landcover"):
@@ -264,3 +264,53 @@ def test_every_entry_forward_and_training_step(name: str) -> None:
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
     optimiser.step()
     assert not torch.equal(first_conv.weight.detach(), before)
+
+
+LITE = ("amm_fusenet_lite_s2_s1_dem", "amfnet_lite_s2")
+
+
+def test_lite_entries_are_landfuse_variants_after_the_papers_entries() -> None:
+    names = list(ALL_NAMES)
+    # Appended: the Processing enums keep the indices of the published entries.
+    assert names[-2:] == list(LITE)
+    assert all(get_model_spec(n).width == registry.PUBLISHED_WIDTH for n in names[:-2])
+    for name in LITE:
+        spec = get_model_spec(name)
+        assert "LandFuse lite CPU variant" in spec.title and "not the paper's model" in spec.title
+        assert "synthetic" in spec.weights_note and spec.encoder == "resnet18"
+        assert spec.width < registry.PUBLISHED_WIDTH
+        assert spec.model_config()["width"] == spec.width
+        assert all(m.normalisation.mode != "minmax_per_tile" for m in spec.modalities)
+    with pytest.raises(ModelConfigError, match="multiple of 8"):
+        dataclasses.replace(get_model_spec("amfnet_s2"), width=12)
+
+
+def test_lite_land_cover_entry_matches_the_three_branch_one() -> None:
+    lite = get_model_spec("amm_fusenet_lite_s2_s1_dem")
+    full = get_model_spec("amm_fusenet_s2_s1_dem")
+    assert lite.in_channels == (13, 2, 1) and lite.task == "landcover"
+    assert lite.modalities == full.modalities  # the same fixed normalisation
+    assert [c.color for c in lite.classes] == HUNAN_COLOURS
+    assert lite.model_config() == {
+        "num_classes": 7,
+        "encoder": "resnet18",
+        "in_channels": [13, 2, 1],
+        "output_stride": 16,
+        "width": 8,
+    }
+    change = get_model_spec("amfnet_lite_s2")
+    assert change.in_channels == (13,) and [c.name for c in change.classes] == [
+        "no change",
+        "change",
+    ]
+    assert change.modalities == get_model_spec("amfnet_s2").modalities
+
+
+@pytest.mark.parametrize("name", LITE)
+def test_lite_networks_are_small(name: str) -> None:
+    spec = get_model_spec(name)
+    model = spec.build()
+    assert model.config == {**model.config, **spec.model_config()}
+    params = sum(p.numel() for p in model.parameters())
+    # Both lite networks together stay well under the 20 MB budget of committed weights.
+    assert params * 4 < 6e6

@@ -199,3 +199,63 @@ def test_set_bn_momentum() -> None:
     set_bn_momentum(model, 0.01)
     momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert momenta == {0.01}
+
+
+def _basic_resnet_params(layers: tuple[int, ...], in_channels: int, width: int) -> int:
+    """Parameter count of a BasicBlock trunk, summed layer by layer (independent of the code)."""
+
+    def conv(i: int, o: int, k: int) -> int:
+        return i * o * k * k
+
+    def bn(c: int) -> int:
+        return 2 * c
+
+    total = conv(in_channels, width, 7) + bn(width)
+    inplanes = width
+    for stage, blocks in enumerate(layers):
+        planes = width * 2**stage
+        for b in range(blocks):
+            total += conv(inplanes, planes, 3) + bn(planes) + conv(planes, planes, 3) + bn(planes)
+            if b == 0 and inplanes != planes:
+                total += conv(inplanes, planes, 1) + bn(planes)
+            inplanes = planes
+    return total
+
+
+def test_lite_width_scales_every_stage_and_keeps_the_names() -> None:
+    assert _basic_resnet_params((2, 2, 2, 2), 3, 64) == 11_176_512  # the formula is right
+    full = resnet18(13)
+    for width in (8, 16, 32):
+        lite = resnet18(13, width=width)
+        assert lite.width == width
+        assert lite.out_channels == (width, 2 * width, 4 * width, 8 * width)
+        params = sum(p.numel() for p in lite.parameters())
+        assert params == _basic_resnet_params((2, 2, 2, 2), 13, width)
+        assert list(lite.state_dict()) == list(full.state_dict())
+        assert lite.layer3[0].downsample[0].weight.shape == (4 * width, 2 * width, 1, 1)
+        with torch.no_grad():
+            feats = lite.eval()(torch.rand(2, 13, 64, 64))
+        assert [tuple(f.shape) for f in feats] == [
+            (2, width, 16, 16),
+            (2, 2 * width, 8, 8),
+            (2, 4 * width, 4, 4),
+            (2, 8 * width, 2, 2),
+        ]
+    bottleneck = build_resnet("resnet50", 4, (False, False, True), width=16)
+    assert bottleneck.out_channels == (64, 128, 256, 512)
+    assert bottleneck.layer4[1].conv2.dilation == (2, 2)
+
+
+def test_lite_trunk_trains() -> None:
+    torch.manual_seed(0)
+    model = resnet34(2, width=16).train()
+    loss = sum(f.mean() for f in model(torch.rand(2, 2, 32, 32)))
+    loss.backward()
+    grads = [p.grad for p in (model.conv1.weight, model.layer4[2].conv2.weight)]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_default_width_is_torchvision_and_bad_widths_raise() -> None:
+    assert resnet18().width == 64 and resnet18().conv1.weight.shape == (64, 3, 7, 7)
+    with pytest.raises(ModelConfigError, match="width"):
+        resnet18(width=0)
