@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["DEFAULT_FLOOR", "BlendedRows", "RowBandAccumulator", "blend_window"]
+__all__ = ["DEFAULT_FLOOR", "BlendedRows", "RowBandAccumulator", "blend_window", "winning_class"]
 
 #: Weight of the outermost pixels of a tile relative to its centre.
 DEFAULT_FLOOR = 0.05
@@ -103,6 +103,7 @@ class RowBandAccumulator:
         self._top = 0
         self._sums = np.zeros((channels, capacity, width), dtype=np.float32)
         self._weights = np.zeros((capacity, width), dtype=np.float32)
+        self._scratch = np.empty((channels, 0, 0), dtype=np.float32)
 
     @property
     def top(self) -> int:
@@ -141,7 +142,15 @@ class RowBandAccumulator:
                 "must come in row-major order with flushes in between."
             )
         weights = weights.astype(np.float32, copy=False)
-        self._sums[:, start : start + h, col : col + w] += values * weights
+        # One scratch buffer instead of a new product array per tile.
+        if self._scratch.shape[1] < h or self._scratch.shape[2] < w:
+            self._scratch = np.empty(
+                (self.channels, max(h, self._scratch.shape[1]), max(w, self._scratch.shape[2])),
+                dtype=np.float32,
+            )
+        product = self._scratch[:, :h, :w]
+        np.multiply(values, weights, out=product)
+        self._sums[:, start : start + h, col : col + w] += product
         self._weights[start : start + h, col : col + w] += weights
 
     def flush(self, until_row: int) -> BlendedRows | None:
@@ -168,7 +177,7 @@ class RowBandAccumulator:
         covered = weights > 0
         values = np.zeros((self.channels, count, self.width), dtype=np.float32)
         np.divide(self._sums[:, :count], weights, out=values, where=covered)
-        result = BlendedRows(row=self._top, values=values, covered=covered.copy())
+        result = BlendedRows(row=self._top, values=values, covered=covered)
         # Shift the rows still in progress to the top of the band and clear the rest.
         keep = self.capacity - count
         self._sums[:, :keep] = self._sums[:, count:]
@@ -177,3 +186,32 @@ class RowBandAccumulator:
         self._weights[keep:] = 0.0
         self._top = until_row
         return result
+
+
+def winning_class(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the index and the value of the largest channel of every pixel.
+
+    The same as ``values.argmax(axis=0)`` (the first channel wins a tie) and
+    ``values.max(axis=0)`` together, in one pass per channel over contiguous planes, which is
+    several times faster than numpy's reductions along a leading axis on a band of rows.
+
+    Args:
+        values: ``[channels, rows, width]`` with at most 256 channels.
+
+    Returns:
+        ``(uint8 [rows, width] index, float [rows, width] value)``.
+
+    Raises:
+        ValueError: for no channel or more than 256.
+    """
+    channels = values.shape[0]
+    if not 0 < channels <= 256:
+        raise ValueError(f"Between 1 and 256 channels are needed, got {channels}.")
+    best = values[0].copy()
+    index = np.zeros(best.shape, dtype=np.uint8)
+    better = np.empty(best.shape, dtype=bool)
+    for channel in range(1, channels):
+        np.greater(values[channel], best, out=better)
+        np.copyto(index, np.uint8(channel), where=better)
+        np.maximum(best, values[channel], out=best)
+    return index, best

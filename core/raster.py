@@ -21,14 +21,17 @@ GDAL handles must not be shared between threads concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from functools import lru_cache
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import rasterio
@@ -58,6 +61,7 @@ __all__ = [
     "AreaMask",
     "Grid",
     "SourceInfo",
+    "bounded_block_cache",
     "build_area_mask",
     "check_georeferenced",
     "choose_reference",
@@ -670,6 +674,188 @@ def _integer_offset(src: Any, grid: Grid) -> Optional[tuple[int, int]]:
     return round(row), round(col)
 
 
+#: Side of the full-resolution windows :meth:`AlignedSource.has_valid_pixels` tries first, and
+#: where they lie (fractions of the height and width): the centre, then the four quarters.
+_PROBE = 32
+_PROBE_SPOTS = ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))
+#: Resampling methods that :class:`_AxisSampler` computes itself (as GDAL's warper does).
+_SEPARABLE = frozenset({"bilinear", "nearest"})
+#: GDAL's warper treats a pixel whose kernel weights of valid neighbours sum below this as
+#: having no data; the same threshold here keeps masks identical at nodata borders.
+_MIN_WEIGHT = 1e-5
+
+
+def _scaled_axes(src: Any, grid: Grid) -> Optional[tuple[float, float, float, float]]:
+    """Source pixel coordinates of the grid's first pixel centre and the step per grid pixel.
+
+    Only for a source in the grid's CRS, without rotation, with the same axis directions and
+    pixels at least as large as the grid's (e.g. Sentinel-2 20/60 m bands on the 10 m grid):
+    bilinear and nearest resampling then separate into rows and columns, which numpy computes
+    far faster than GDAL's general warper (which transforms every pixel's coordinates).
+
+    Returns:
+        ``(col0, col_step, row0, row_step)`` in source pixels (edges at integers), or None.
+    """
+    s, g = src.transform, grid.transform
+    if (src.crs or None) != grid.crs or s.b or s.d or g.b or g.d:
+        return None
+    col_step, row_step = g.a / s.a, g.e / s.e
+    if not (0.0 < col_step <= 1.0 + 1e-9 and 0.0 < row_step <= 1.0 + 1e-9):
+        return None
+    col0 = (g.c + 0.5 * g.a - s.c) / s.a
+    row0 = (g.f + 0.5 * g.e - s.f) / s.e
+    return col0, col_step, row0, row_step
+
+
+@dataclass(frozen=True)
+class _AxisSamples:
+    """Along one axis of a window: the source pixels each output pixel reads, and weights.
+
+    Attributes:
+        first: Source index of the first neighbour of each output pixel, relative to ``low``
+            and shifted by one (index 0 is a pad of no data before the source block).
+        second: The second neighbour (bilinear; ``first + 1``), same convention.
+        centre: Same for the source pixel under the output pixel's centre.
+        weight: ``float32 [size, 1]``-broadcastable weight of the second neighbour (bilinear).
+        rest: ``1 - weight``: the weight of the first neighbour.
+        inside: Output pixels whose centre lies inside the source.
+        low: First source pixel of the block to read.
+        count: Source pixels to read (0 when no output pixel lies inside).
+        interior: Every output pixel lies inside and reads real source pixels only (no pad).
+    """
+
+    first: np.ndarray
+    second: np.ndarray
+    centre: np.ndarray
+    weight: np.ndarray
+    rest: np.ndarray
+    inside: np.ndarray
+    low: int
+    count: int
+    interior: bool
+
+
+@lru_cache(maxsize=512)
+def _axis_samples(
+    start: float, step: float, offset: int, size: int, source_size: int, bilinear: bool
+) -> _AxisSamples:
+    """Plan one axis: ``size`` output pixels from ``offset`` on, read from a source axis.
+
+    GDAL's conventions (``gdalwarpkernel.cpp``, checked against ``WarpedVRT`` by the tests): a
+    pixel is inside when its centre ``x`` satisfies ``0 <= x`` and ``floor(x) < source_size``,
+    and has data only when the source pixel ``floor(x)`` under its centre has; nearest takes
+    that pixel; bilinear takes pixels ``floor(x - 0.5)`` and the next with weights ``1 - f``
+    and ``f``, neighbours without data (or outside the source) dropping out of the average.
+
+    Plans are cached (and read-only): every tile of a row of tiles shares its row plan, every
+    tile of a column its column plan, and bands of one resolution share both.
+    """
+    centres = start + (offset + np.arange(size, dtype=np.float64)) * step
+    under = np.floor(centres + 1e-10)
+    inside = (centres >= 0.0) & (under < source_size)
+    if bilinear:
+        shifted = centres - 0.5
+        first_abs = np.floor(shifted)
+        weight = (shifted - first_abs).astype(np.float32)
+    else:
+        first_abs = under
+        weight = np.zeros(size, dtype=np.float32)
+    first_abs = first_abs.astype(np.int64)
+    under = under.astype(np.int64)
+    reach = 1 if bilinear else 0
+    if inside.any():
+        low = min(max(int(first_abs[inside].min()), 0), source_size - 1)
+        high = min(max(int(first_abs[inside].max()) + reach, 0), source_size - 1)
+        count = high - low + 1
+    else:
+        low, count = 0, 0
+    # Relative to the block padded by one pixel of no data on each side.
+    first = np.clip(first_abs - low + 1, 0, count + 1)
+    second = np.clip(first_abs + reach - low + 1, 0, count + 1)
+    centre = np.clip(under - low + 1, 0, count + 1)
+    interior = bool(count and inside.all() and first.min() >= 1 and second.max() <= count)
+    rest = (1.0 - weight).astype(np.float32)
+    for array in (first, second, centre, weight, rest, inside):
+        array.setflags(write=False)
+    return _AxisSamples(first, second, centre, weight, rest, inside, low, count, interior)
+
+
+def _lerp(first: np.ndarray, second: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``first + (second - first) * weight``, in place in ``first`` (both are fresh copies)."""
+    second -= first
+    second *= weight
+    first += second
+    return first
+
+
+def _resample_block(
+    data: np.ndarray,
+    valid: Optional[np.ndarray],
+    rows: _AxisSamples,
+    cols: _AxisSamples,
+    bilinear: bool,
+    out: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a source block (padded by one no-data pixel per side) onto the output window.
+
+    Columns are interpolated first, on the source's (fewer) rows, so that the costly gathers
+    along the last axis touch fewer elements; the rows then are whole-row copies.
+
+    Args:
+        data: ``float32 [bands, rows.count + 2, cols.count + 2]``, pad included.
+        valid: ``bool`` of the same shape, per band (as GDAL's warper keeps it), or None when
+            every real pixel is valid (the pad is then the only no data).
+        rows: Row plan.
+        cols: Column plan.
+        bilinear: Bilinear (else nearest).
+        out: ``float32 [bands, h, w]`` to write into; None: a new array.
+
+    Returns:
+        ``(float32 [bands, h, w], bool [h, w])``; the first is ``out`` when given.
+    """
+    inside = rows.inside[:, None] & cols.inside[None, :]
+    if valid is not None:
+        centre = np.take(np.take(valid, rows.centre, axis=1), cols.centre, axis=2)
+        inside &= np.all(centre, axis=0)
+    if not bilinear:
+        picked = np.take(np.take(data, rows.first, axis=1), cols.first, axis=2)
+        if out is None:
+            return picked, inside
+        out[...] = picked
+        return out, inside
+    wr = rows.weight[:, None]
+    wc = cols.weight
+    if valid is None and rows.interior and cols.interior:
+        # Every neighbour is real data: plain separable interpolation.
+        stage = _lerp(np.take(data, cols.first, axis=2), np.take(data, cols.second, axis=2), wc)
+        top = np.take(stage, rows.first, axis=1)
+        result = _lerp(top, np.take(stage, rows.second, axis=1), wr)
+        if out is None:
+            return result, inside
+        out[...] = result
+        return out, inside
+    # Weights of valid neighbours only, then renormalised (what GDAL's warper does).
+    if valid is None:
+        mask = np.ones((1, *data.shape[1:]), dtype=np.float32)
+    else:
+        mask = valid.astype(np.float32)
+    mask[:, 0, :] = mask[:, -1, :] = 0.0
+    mask[:, :, 0] = mask[:, :, -1] = 0.0
+    weighted = data * mask
+    rr, rc = rows.rest[:, None], cols.rest
+    stage = weighted[:, :, cols.first] * rc + weighted[:, :, cols.second] * wc
+    stage_w = mask[:, :, cols.first] * rc + mask[:, :, cols.second] * wc
+    total = stage[:, rows.first] * rr + stage[:, rows.second] * wr
+    weights = stage_w[:, rows.first] * rr + stage_w[:, rows.second] * wr
+    has_weight = weights >= _MIN_WEIGHT
+    ok = inside & np.all(has_weight, axis=0)
+    if out is None:
+        out = np.empty(total.shape, dtype=np.float32)
+    out[...] = 0.0
+    np.divide(total, weights, out=out, where=has_weight)
+    return out, ok
+
+
 class AlignedSource:
     """One raster file read on the work grid, window by window.
 
@@ -700,6 +886,8 @@ class AlignedSource:
         self._vrt: Optional[WarpedVRT] = None
         self._alpha: Optional[int] = None
         self._offset: Optional[tuple[int, int]] = None
+        self._scaled: Optional[tuple[float, float, float, float]] = None
+        self._bilinear = resampling == "bilinear"
         if pixel_grid:
             self._offset = (0, 0)
         else:
@@ -710,8 +898,11 @@ class AlignedSource:
                 and offset[0] + grid.height <= self._src.height
                 and offset[1] + grid.width <= self._src.width
             )
+            scaled = _scaled_axes(self._src, grid) if resampling in _SEPARABLE else None
             if inside:
                 self._offset = offset
+            elif scaled is not None:
+                self._scaled = scaled
             else:
                 nodata = self._override if self._override is not None else self._src.nodata
                 options: dict[str, Any] = {
@@ -732,7 +923,7 @@ class AlignedSource:
                 if nodata is None:
                     # GDAL derives no usable mask from a float32 alpha band: read it directly.
                     self._alpha = self._vrt.count
-        self.warped = self._vrt is not None
+        self.warped = self._vrt is not None or self._scaled is not None
         self._plan_validity()
 
     def _plan_validity(self) -> None:
@@ -756,19 +947,28 @@ class AlignedSource:
         if self._override is not None and self._vrt is None:
             override = np.full((len(self.bands), 1, 1), self._override, dtype=np.float32)
             self._nodata_values = override
+        if self._nodata_values is not None and np.isnan(self._nodata_values).any():
+            # NaN never equals itself; the finiteness check below covers a NaN nodata value.
+            self._nodata_values = None
         self._check_finite = any(
             np.issubdtype(np.dtype(self._src.dtypes[b - 1]), np.floating) for b in self.bands
         )
 
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, window: Window, out: Optional[np.ndarray] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Read the selected bands and their validity on ``window`` of the work grid.
 
         Args:
             window: Integer window of the work grid.
+            out: ``float32 [bands, h, w]`` array to read into (e.g. this source's slice of a
+                modality's stack, which then needs no concatenation); None: a new array.
 
         Returns:
-            ``(data float32 [bands, h, w], valid bool [h, w])``.
+            ``(data float32 [bands, h, w], valid bool [h, w])``; ``data`` is ``out`` if given.
         """
+        if self._scaled is not None:
+            return self._read_scaled(window, out)
         if self._vrt is not None:
             dataset: Any = self._vrt
             read_window = window
@@ -783,8 +983,14 @@ class AlignedSource:
             # One warp for the data and its alpha band together.
             stacked = dataset.read([*bands, self._alpha], window=read_window, out_dtype="float32")
             data, valid = stacked[:-1], stacked[-1] > 0
+            if out is not None:
+                out[...] = data
+                data = out
         else:
-            data = dataset.read(bands, window=read_window, out_dtype="float32")
+            if out is None:
+                data = dataset.read(bands, window=read_window, out_dtype="float32")
+            else:
+                data = dataset.read(bands, window=read_window, out=out)
             if self._read_masks:
                 valid = np.all(dataset.read_masks(bands, window=read_window) > 0, axis=0)
             else:
@@ -795,13 +1001,54 @@ class AlignedSource:
             valid &= np.all(np.isfinite(data), axis=0)
         return data, valid
 
+    def _read_scaled(
+        self, window: Window, out: Optional[np.ndarray] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``window`` of the work grid from a coarser source in the same CRS."""
+        if self._scaled is None:
+            raise RuntimeError("Not a scaled source (internal error).")
+        col0, col_step, row0, row_step = self._scaled
+        src = self._src
+        h, w = int(window.height), int(window.width)
+        rows = _axis_samples(row0, row_step, int(window.row_off), h, src.height, self._bilinear)
+        cols = _axis_samples(col0, col_step, int(window.col_off), w, src.width, self._bilinear)
+        bands = list(self.bands)
+        if rows.count == 0 or cols.count == 0:
+            if out is None:
+                out = np.empty((len(bands), h, w), np.float32)
+            out[...] = 0.0
+            return out, np.zeros((h, w), bool)
+        block = Window(cols.low, rows.low, cols.count, rows.count)
+        padded = np.zeros((len(bands), rows.count + 2, cols.count + 2), dtype=np.float32)
+        inner = padded[:, 1:-1, 1:-1]
+        inner[...] = src.read(bands, window=block, out_dtype="float32")
+        # Validity per band, as GDAL's warper keeps it; the tile's mask is their AND.
+        valid: Optional[np.ndarray] = None
+        if self._read_masks:
+            valid = src.read_masks(bands, window=block) > 0
+        if self._nodata_values is not None:
+            ok = inner != self._nodata_values
+            valid = ok if valid is None else valid & ok
+        if self._check_finite:
+            ok = np.isfinite(inner)
+            if not ok.all():
+                inner[~ok] = 0.0  # keep NaN out of the weighted sums
+            valid = ok if valid is None else valid & ok
+        padded_valid: Optional[np.ndarray] = None
+        if valid is not None and not valid.all():
+            padded_valid = np.zeros(padded.shape, dtype=bool)
+            padded_valid[:, 1:-1, 1:-1] = valid
+        return _resample_block(padded, padded_valid, rows, cols, self._bilinear, out)
+
     def has_valid_pixels(self, window: Window, sample: int = 256) -> bool:
         """Tell whether any pixel of the file under ``window`` (work grid) is valid.
 
         The check reads the file itself, not the warp (a decimated read of a warped scene would
-        warp all of it): first decimated (at most ``sample`` pixels a side, cheap with overviews
-        or JPEG2000 resolution levels), then, only when that finds nothing, at full resolution
-        in strips of a few MB, so a small valid area is never missed.
+        warp all of it): first a few small windows at full resolution (the usual answer, for
+        the cost of a block or two each), then decimated (at most ``sample`` pixels a side,
+        cheap with overviews or JPEG2000 resolution levels, but a decoding of every block of a
+        plain compressed GeoTIFF), then, only when that finds nothing, at full resolution in
+        strips of a few MB, so a small valid area is never missed.
 
         Args:
             window: Integer window of the work grid.
@@ -814,6 +1061,13 @@ class AlignedSource:
         if native is None:
             return False
         h, w = int(native.height), int(native.width)
+        if h > sample or w > sample:
+            ph, pw = min(_PROBE, h), min(_PROBE, w)
+            for fy, fx in _PROBE_SPOTS:
+                top = int(native.row_off) + int((h - ph) * fy)
+                left = int(native.col_off) + int((w - pw) * fx)
+                if self._native_valid(Window(left, top, pw, ph), (ph, pw)):
+                    return True
         shape = (min(h, sample), min(w, sample))
         if self._native_valid(native, shape):
             return True
@@ -829,7 +1083,7 @@ class AlignedSource:
 
     def _native_window(self, window: Window) -> Optional[Window]:
         """The file's own pixels under ``window`` of the work grid (None when it has none)."""
-        if self._vrt is None:
+        if self._offset is not None:
             row, col = self._offset or (0, 0)
             return Window(window.col_off + col, window.row_off + row, window.width, window.height)
         transform = rasterio.windows.transform(window, self.grid.transform)
@@ -852,6 +1106,38 @@ class AlignedSource:
         if self._override is not None:
             valid &= np.all(data != np.float32(self._override), axis=0)
         return bool(valid.any())
+
+    def block_cache_bytes(self, rows: int) -> int:
+        """Estimate the decoded blocks GDAL keeps to read ``rows`` rows of the grid, full width.
+
+        When the block cache holds them, tiles that overlap (side by side, and the next row of
+        tiles) reuse decoded blocks instead of decoding them again; more does not help, as the
+        tiles move down the scene and never come back.
+
+        Args:
+            rows: Rows of the work grid read while their blocks are still useful (a row of
+                tiles and the next one).
+
+        Returns:
+            Bytes of decoded blocks of the file (every band of it, as a pixel-interleaved file
+            decodes them together), plus the warped blocks of a ``WarpedVRT``.
+        """
+        src = self._src
+        full = Window(0, 0, self.grid.width, self.grid.height)
+        native = self._native_window(full)
+        if native is None:
+            return 0
+        block_h, block_w = src.block_shapes[0]
+        itemsize = max(np.dtype(d).itemsize for d in src.dtypes)
+        native_rows = math.ceil(rows * float(native.height) / max(1, self.grid.height))
+        height = min(src.height, (math.ceil(native_rows / block_h) + 1) * block_h)
+        width = min(src.width, (math.ceil(float(native.width) / block_w) + 1) * block_w)
+        total = height * width * itemsize * src.count
+        if self._vrt is not None:
+            vrt_h, _ = self._vrt.block_shapes[0]
+            vrt_rows = min(self.grid.height, rows + 2 * vrt_h)
+            total += vrt_rows * self.grid.width * 4 * self._vrt.count
+        return int(total)
 
     def close(self) -> None:
         """Close the warp and the file."""
@@ -885,21 +1171,74 @@ class AlignedStack:
         Returns:
             ``(data float32 [bands, h, w], valid bool [h, w])``: valid where every band is.
         """
-        parts = []
+        if not self.sources:
+            raise AlignmentError("A modality without any source cannot be read.")
+        if len(self.sources) == 1:
+            return self.sources[0].read(window)
+        # Each source reads straight into its slice: no concatenation copy of the tile.
+        stacked = np.empty((self.band_count, int(window.height), int(window.width)), np.float32)
         valid: Optional[np.ndarray] = None
+        start = 0
         for source in self.sources:
-            data, ok = source.read(window)
-            parts.append(data)
+            count = len(source.bands)
+            _, ok = source.read(window, out=stacked[start : start + count])
+            start += count
             valid = ok if valid is None else (valid & ok)
-        stacked = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         if valid is None:
             raise AlignmentError("A modality without any source cannot be read.")
         return stacked, valid
+
+    def block_cache_bytes(self, rows: int) -> int:
+        """Sum of :meth:`AlignedSource.block_cache_bytes` over the sources."""
+        return sum(source.block_cache_bytes(rows) for source in self.sources)
 
     def close(self) -> None:
         """Close every source."""
         for source in self.sources:
             source.close()
+
+
+_cache_lock = threading.Lock()
+_cache_users = 0
+_cache_saved: Optional[int] = None
+
+
+@contextlib.contextmanager
+def bounded_block_cache(max_bytes: int) -> Iterator[int]:
+    """Lower GDAL's block cache to ``max_bytes`` for the duration of a run, then restore it.
+
+    GDAL's default cache (5 % of the RAM) keeps every decoded block of every input until it is
+    full, so a run's memory would grow with the scene size long after the blocks stopped
+    being useful (issue 4: memory must not grow with the scene). The cache is process-wide:
+    it is only ever lowered (never raised above what the user or QGIS configured), runs that
+    overlap in one process share the lowest setting, and the last one to end restores it.
+
+    Args:
+        max_bytes: The cache size wanted (see :meth:`AlignedStack.block_cache_bytes`).
+
+    Yields:
+        The cache size in effect.
+    """
+    global _cache_users, _cache_saved
+    from osgeo import gdal  # rasterio exposes no setter for the cache size
+
+    with _cache_lock:
+        current = int(gdal.GetCacheMax())
+        if _cache_users == 0:
+            _cache_saved = current
+        _cache_users += 1
+        wanted = max(1 << 20, min(current, int(max_bytes)))
+        if wanted < current:
+            gdal.SetCacheMax(wanted)
+        in_effect = min(current, wanted)
+    try:
+        yield in_effect
+    finally:
+        with _cache_lock:
+            _cache_users -= 1
+            if _cache_users == 0 and _cache_saved is not None:
+                gdal.SetCacheMax(_cache_saved)
+                _cache_saved = None
 
 
 def open_aligned(

@@ -17,6 +17,7 @@ one tensor ``[B, bands, H, W]`` per input (modalities, or before/after) and retu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -172,7 +173,9 @@ class BatchPredictor:
             ):
                 logits = self._predict(*tensors)
             probabilities = torch.softmax(logits.float(), dim=1)
-            return probabilities.cpu().numpy()
+            # Planar (NCHW) for the blending, which works one class plane at a time; torch
+            # transposes a channels-last result faster than numpy would.
+            return probabilities.cpu().contiguous().numpy()
 
     def predict(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         """Return softmax probabilities for a batch, splitting it if the device runs out.
@@ -377,42 +380,46 @@ def run_tiles(
     low, high = progress_span
     done = 0
     batches = _batches(tiles, load, predictor.batch_size, predictor.channels_last, prefetch, stats)
-    for batch in batches:
-        if cancel is not None and cancel():
-            raise CancelledError("The run was cancelled; no output was written.")
-        probabilities = None
-        if batch.inputs:
-            tick = time.perf_counter()
-            probabilities = predictor.predict(batch.inputs)
-            stats.seconds_computing += time.perf_counter() - tick
-            stats.batches += 1
-        position = 0
-        for tile, data in batch.items:
-            if data is None:
-                stats.tiles_skipped += 1
-                on_tile(tile, None, None)
-                continue
-            if probabilities is None:
-                raise RuntimeError("A computed tile has no probabilities (internal error).")
-            probs = probabilities[position, :, : tile.height, : tile.width]
-            position += 1
-            stats.tiles_computed += 1
-            on_tile(tile, probs, data)
-        done += len(batch.items)
-        if progress is not None:
-            elapsed = time.perf_counter() - started
-            eta = elapsed * (len(tiles) - done) / done if done else None
-            fraction = low + (high - low) * done / max(1, len(tiles))
-            progress(
-                Progress(
-                    "infer",
-                    fraction,
-                    done,
-                    len(tiles),
-                    eta,
-                    f"{done}/{len(tiles)} tiles",
+    # Closing the generator stops and joins the reader thread before anything propagates: the
+    # caller closes the datasets after an error or a cancel, and a reader still inside GDAL
+    # would read a closed dataset.
+    with contextlib.closing(batches):
+        for batch in batches:
+            if cancel is not None and cancel():
+                raise CancelledError("The run was cancelled; no output was written.")
+            probabilities = None
+            if batch.inputs:
+                tick = time.perf_counter()
+                probabilities = predictor.predict(batch.inputs)
+                stats.seconds_computing += time.perf_counter() - tick
+                stats.batches += 1
+            position = 0
+            for tile, data in batch.items:
+                if data is None:
+                    stats.tiles_skipped += 1
+                    on_tile(tile, None, None)
+                    continue
+                if probabilities is None:
+                    raise RuntimeError("A computed tile has no probabilities (internal error).")
+                probs = probabilities[position, :, : tile.height, : tile.width]
+                position += 1
+                stats.tiles_computed += 1
+                on_tile(tile, probs, data)
+            done += len(batch.items)
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                eta = elapsed * (len(tiles) - done) / done if done else None
+                fraction = low + (high - low) * done / max(1, len(tiles))
+                progress(
+                    Progress(
+                        "infer",
+                        fraction,
+                        done,
+                        len(tiles),
+                        eta,
+                        f"{done}/{len(tiles)} tiles",
+                    )
                 )
-            )
     stats.final_batch_size = predictor.batch_size
     stats.seconds_total = time.perf_counter() - started
     return stats

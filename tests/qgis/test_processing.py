@@ -264,7 +264,7 @@ def test_change_on_plain_pngs_needs_pixel_grid_mode(provider, weights, realdata,
         "TILE": 128,
         "PRECISION": 1,
     }
-    with pytest.raises(QgsProcessingException, match="(?i)pixel"):
+    with pytest.raises(QgsProcessingException, match=r"(?i)pixel"):
         _run("changedetection", parameters)
     result = _run("changedetection", {**parameters, "PIXEL_GRID": True})
     with rasterio.open(result["OUTPUT"]) as src:

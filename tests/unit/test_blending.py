@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from landfuse.core.blending import RowBandAccumulator, blend_window
+from landfuse.core.blending import RowBandAccumulator, blend_window, winning_class
 from landfuse.core.tiling import plan_tiles
 
 pytestmark = pytest.mark.unit
@@ -103,3 +103,17 @@ def test_tile_independent_predictions_reassemble_exactly():
         acc.add(tile.row, tile.col, crop, blend_window(tile.height, tile.width))
     drain(height)
     np.testing.assert_allclose(result, truth, rtol=1e-5, atol=1e-6)
+
+
+def test_winning_class_is_argmax_and_max_with_first_wins_ties():
+    rng = np.random.default_rng(3)
+    values = rng.random((7, 40, 50)).astype(np.float32)
+    values[:, :5, :5] = 0.25  # ties everywhere: the first channel wins, as np.argmax
+    values[4, 10:20, 10:20] = 2.0
+    index, top = winning_class(values)
+    assert index.dtype == np.uint8 and top.dtype == np.float32
+    np.testing.assert_array_equal(index, values.argmax(axis=0))
+    np.testing.assert_array_equal(top, values.max(axis=0))
+    assert (index[:5, :5] == 0).all() and (index[10:20, 10:20] == 4).all()
+    with pytest.raises(ValueError, match="channels"):
+        winning_class(np.zeros((0, 2, 2), np.float32))

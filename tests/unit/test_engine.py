@@ -374,6 +374,34 @@ def test_existing_outputs_need_overwrite(tmp_path, weights, use_stub):
     assert len(listing(tmp_path / "out")) == 6
 
 
+def test_gdal_block_cache_is_bounded_during_a_run_and_restored(tmp_path, weights, use_stub):
+    """GDAL's default cache would keep every decoded input block: memory growing with the scene."""
+    from osgeo import gdal
+
+    paths = s2_s1_scene(tmp_path)
+    info = make_info(S2S1)
+    net = use_stub(info)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = net
+
+        def predict(self, *inputs):
+            seen.append(gdal.GetCacheMax())
+            return self.inner.predict(*inputs)
+
+    use_stub(info, network=Spy())
+    before = gdal.GetCacheMax()
+    result = engine.run_landcover(landcover_request(paths, tmp_path / "out", weights))
+    assert gdal.GetCacheMax() == before
+    assert seen and set(seen) == {min(before, seen[0])}
+    # Two rows of 32 px tiles over 128 px: a few MB at most, plus the floor.
+    assert seen[0] <= engine._BLOCK_CACHE_FLOOR + (8 << 20) < before
+    assert result.report["tiles"]["computed"] > 0
+
+
 def test_memory_does_not_grow_with_the_scene_height(tmp_path, weights, use_stub):
     """Streaming: a scene four times taller needs about the same peak memory (Python heap)."""
     info = make_info([("s2", 2, stats_norm(2))], classes=4, tile=64)

@@ -402,3 +402,147 @@ def test_oscd_bands_at_10_20_60_m_align_on_the_b02_grid():
         assert (data > 0).all()
     finally:
         stack.close()
+
+
+# --- same-CRS resampling computed in numpy (the fast path for S2 20/60 m bands) -------------
+
+
+def warped_reference(path, grid, resampling, nodata):
+    """What GDAL's warper gives on the grid: values and validity of every band."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    options = {
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "width": grid.width,
+        "height": grid.height,
+        "resampling": Resampling[resampling],
+        "dtype": "float32",
+    }
+    if nodata is None:
+        options["add_alpha"] = True
+    else:
+        options.update(src_nodata=nodata, nodata=nodata)
+    with rasterio.open(path) as src, WarpedVRT(src, **options) as vrt:
+        data = vrt.read()
+    if nodata is None:
+        return data[:-1], data[-1] > 0
+    return data, np.all(data != nodata, axis=0)
+
+
+@pytest.mark.parametrize("resampling", ["bilinear", "nearest"])
+@pytest.mark.parametrize(
+    ("pixel", "shift"), [(20, (0, 0)), (60, (3.7, -2.1)), (15.5, (-25, 13)), (10, (4.2, 1.3))]
+)
+@pytest.mark.parametrize("nodata", [-9999.0, None])
+def test_coarser_same_crs_source_matches_gdal_warper(tmp_path, resampling, pixel, shift, nodata):
+    """Values and nodata masks as GDAL's warper gives them, inside and at the edges."""
+    rng = np.random.default_rng(int(pixel * 10))
+    size = int(1200 // pixel)
+    data = rng.uniform(100, 5000, (size, size)).astype(np.float32)
+    if nodata is not None:
+        data[rng.random((size, size)) < 0.05] = nodata
+        data[5:9, 5:9] = nodata
+    path = write(
+        tmp_path / "coarse.tif", data, from_origin(500000, 4001200, pixel, pixel), nodata=nodata
+    )
+    # A 10 m grid shifted off the source's pixel edges and overhanging it on two sides.
+    grid = Grid(
+        130, 125, from_origin(500000 + shift[0], 4001200 + shift[1], 10, 10), CRS.from_string(UTM)
+    )
+    expected, expected_valid = warped_reference(path, grid, resampling, nodata)
+    source = AlignedSource(RasterSource(path), (1,), grid, resampling)
+    try:
+        assert source.warped
+        for window in (Window(0, 0, 130, 125), Window(7, 11, 64, 50), Window(100, 90, 30, 35)):
+            rows, cols = window.toslices()
+            out, valid = source.read(window)
+            reference_valid = expected_valid[rows, cols]
+            # GDAL and numpy may disagree on a centre lying exactly on the source's edge.
+            centre_x = (np.arange(window.col_off, window.col_off + window.width) + 0.5) * 10
+            centre_y = (np.arange(window.row_off, window.row_off + window.height) + 0.5) * 10
+            edge_x = np.isclose(centre_x + shift[0], 0) | np.isclose(
+                centre_x + shift[0], size * pixel
+            )
+            edge_y = np.isclose(centre_y - shift[1], 0) | np.isclose(
+                centre_y - shift[1], size * pixel
+            )
+            clear = ~edge_y[:, None] & ~edge_x[None, :]
+            assert (valid != reference_valid)[clear].sum() == 0
+            both = valid & reference_valid
+            np.testing.assert_allclose(out[0][both], expected[0][rows, cols][both], atol=0.01)
+    finally:
+        source.close()
+
+
+def test_band_specific_nodata_does_not_leak_into_other_values(tmp_path):
+    """Each band's own nodata drops out of its own bilinear weights (no -9999 in averages)."""
+    data = np.tile(np.arange(30, dtype=np.float32) * 10 + 1000, (2, 30, 1))
+    data[0, 5:9, 5:9] = -9999.0
+    path = write(tmp_path / "two.tif", data, from_origin(0, 600, 20, 20), nodata=-9999.0)
+    fine = write(tmp_path / "f.tif", np.ones((60, 60), np.uint8), from_origin(0, 600, 10, 10))
+    source = AlignedSource(RasterSource(path), (1, 2), grid_of(fine))
+    try:
+        out, valid = source.read(Window(0, 0, 60, 60))
+        assert not valid[10:18, 10:18].any() and valid[:8].all() and valid[20:].all()
+        assert out[:, valid].min() >= 1000.0  # never mixed with the nodata value
+        # The untouched band is the plain ramp at 10 m pixel centres (x - 10 on the 20 m grid).
+        expected = (np.arange(60) * 10 + 5 - 10) / 20 * 10 + 1000
+        np.testing.assert_allclose(out[1, 30, 2:58], expected[2:58], atol=1e-3)
+    finally:
+        source.close()
+
+
+def test_has_valid_pixels_answers_from_a_probe_without_decoding_the_file(tmp_path, monkeypatch):
+    data = np.full((1000, 1000), 7, np.uint16)
+    path = write(tmp_path / "big.tif", data, from_origin(0, 10000, 10, 10), nodata=0)
+    source = AlignedSource(RasterSource(path), (1,), grid_of(path))
+    shapes = []
+    native_valid = source._native_valid
+
+    def spy(window, shape):
+        shapes.append(shape)
+        return native_valid(window, shape)
+
+    monkeypatch.setattr(source, "_native_valid", spy)
+    try:
+        assert source.has_valid_pixels(Window(0, 0, 1000, 1000))
+        assert shapes == [(32, 32)]  # one full-resolution probe, no decimated read of it all
+    finally:
+        source.close()
+
+
+def test_block_cache_estimate_grows_with_the_width_not_the_height(tmp_path):
+    def estimate(width, height):
+        path = tmp_path / f"s_{width}_{height}.tif"
+        profile = {"driver": "GTiff", "width": width, "height": height, "count": 1}
+        profile.update(dtype="uint16", crs=UTM, transform=from_origin(0, 100000, 20, 20))
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.ones((1, height, width), np.uint16))
+        fine = Grid(width * 2, height * 2, from_origin(0, 100000, 10, 10), CRS.from_string(UTM))
+        source = AlignedSource(RasterSource(str(path)), (1,), fine)
+        try:
+            return source.block_cache_bytes(512)
+        finally:
+            source.close()
+
+    # 512 rows of the 10 m grid are 256 source rows: one block row, plus one for misalignment.
+    assert estimate(1000, 1000) == 512 * 1000 * 2
+    assert estimate(1000, 4000) == estimate(1000, 1000)
+    assert estimate(2000, 1000) == 2 * estimate(1000, 1000)
+
+
+def test_bounded_block_cache_lowers_then_restores_gdal_cache():
+    from osgeo import gdal
+
+    from landfuse.core.raster import bounded_block_cache
+
+    before = gdal.GetCacheMax()
+    with bounded_block_cache(before // 4) as first:
+        assert first == gdal.GetCacheMax() == before // 4
+        with bounded_block_cache(before) as second:  # never raised above the setting in force
+            assert second == gdal.GetCacheMax() == before // 4
+        assert gdal.GetCacheMax() == before // 4
+    assert gdal.GetCacheMax() == before

@@ -185,6 +185,37 @@ def test_cancel_between_batches_stops_and_joins_the_reader():
     assert not reader_threads()
 
 
+def test_a_cancel_stops_the_reader_before_returning():
+    """The engine closes its datasets right after run_tiles raises: no read may follow."""
+    layout = plan_tiles(16, 16 * 40, 16, 0, stride=16)
+    loads = []
+    slow = make_loader(layout, delay=0.02)
+
+    def load(tile):
+        loads.append(tile.index)
+        return slow(tile)
+
+    caught = None
+    try:
+        run_tiles(
+            layout.tiles(),
+            load,
+            BatchPredictor(PixelModel(), CPU32, 1),
+            lambda *a: None,
+            cancel=lambda: len(loads) >= 2,
+            prefetch=8,
+        )
+    except CancelledError as error:
+        # Holding the error keeps its traceback, hence run_tiles' locals, alive: the reader
+        # must be gone because run_tiles stopped it, not because it was garbage-collected.
+        caught = error
+    assert isinstance(caught, CancelledError)
+    assert not reader_threads()
+    seen = len(loads)
+    time.sleep(0.1)
+    assert len(loads) == seen < len(layout)
+
+
 def test_reader_errors_reach_the_caller():
     layout = plan_tiles(16, 64, 16, 0, stride=16)
     with pytest.raises(ValueError, match="cannot read tile 2"):
