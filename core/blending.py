@@ -10,17 +10,31 @@ weight, so every covered pixel has a defined average.
 
 :class:`RowBandAccumulator` holds the weighted sums for a band of rows only (one tile high, the
 full width), and hands finished rows out as soon as no later tile can touch them, so memory is
-``classes × tile × width``, independent of the scene height.
+``classes × tile × width``, independent of the scene height. :class:`TileBlender` drives one
+such band per vertical stripe of a :class:`~landfuse.core.tiling.TileLayout` and carries the
+columns two stripes share from one to the next, so that memory is bounded by the stripe's width
+too, and the result is the same as blending the whole width at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-__all__ = ["DEFAULT_FLOOR", "BlendedRows", "RowBandAccumulator", "blend_window", "winning_class"]
+if TYPE_CHECKING:
+    from .tiling import Tile, TileLayout
+
+__all__ = [
+    "DEFAULT_FLOOR",
+    "BlendedRows",
+    "RowBandAccumulator",
+    "TileBlender",
+    "blend_window",
+    "winning_class",
+]
 
 #: Weight of the outermost pixels of a tile relative to its centre.
 DEFAULT_FLOOR = 0.05
@@ -71,11 +85,13 @@ class BlendedRows:
             elsewhere.
         covered: ``bool [rows, width]``: pixels that received a positive weight (pixels of
             skipped tiles and invalid pixels are not covered: they become nodata).
+        col: First column (0 for the whole width).
     """
 
     row: int
     values: np.ndarray
     covered: np.ndarray
+    col: int = 0
 
 
 class RowBandAccumulator:
@@ -165,6 +181,27 @@ class RowBandAccumulator:
         Raises:
             ValueError: if ``until_row`` lies beyond the band held.
         """
+        top = self._top
+        taken = self.take(until_row)
+        if taken is None:
+            return None
+        sums, weights = taken
+        values, covered = _average(sums, weights)
+        return BlendedRows(row=top, values=values, covered=covered)
+
+    def take(self, until_row: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """Hand out the weighted sums and weights of rows ``top .. until_row``, and forget them.
+
+        Args:
+            until_row: First row that is not final yet.
+
+        Returns:
+            ``(sums [channels, rows, width], weights [rows, width])`` (copies), or ``None`` when
+            there are no rows to hand out.
+
+        Raises:
+            ValueError: if ``until_row`` lies beyond the band held.
+        """
         count = until_row - self._top
         if count <= 0:
             return None
@@ -173,11 +210,8 @@ class RowBandAccumulator:
                 f"Cannot flush to row {until_row}: only rows {self._top}..."
                 f"{self._top + self.capacity} are held."
             )
-        weights = self._weights[:count]
-        covered = weights > 0
-        values = np.zeros((self.channels, count, self.width), dtype=np.float32)
-        np.divide(self._sums[:, :count], weights, out=values, where=covered)
-        result = BlendedRows(row=self._top, values=values, covered=covered)
+        sums = self._sums[:, :count].copy()
+        weights = self._weights[:count].copy()
         # Shift the rows still in progress to the top of the band and clear the rest.
         keep = self.capacity - count
         self._sums[:, :keep] = self._sums[:, count:]
@@ -185,7 +219,133 @@ class RowBandAccumulator:
         self._weights[:keep] = self._weights[count:]
         self._weights[keep:] = 0.0
         self._top = until_row
-        return result
+        return sums, weights
+
+
+def _average(sums: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the weighted average (0 where nothing counted) and where something counted."""
+    covered = weights > 0
+    values = np.zeros(sums.shape, dtype=np.float32)
+    np.divide(sums, weights, out=values, where=covered)
+    return values, covered
+
+
+class TileBlender:
+    """Blends the tiles of a layout, stripe by stripe, into finished windows of the output.
+
+    Tiles must come in the layout's order (:meth:`TileLayout.__iter__`); every tile is passed
+    to :meth:`add`, skipped ones with ``None`` values, so that the blender sees where rows and
+    stripes end. Each call returns the windows that became final: rows above the next row of
+    tiles, across the columns the current stripe owns (:meth:`TileLayout.stripe_owned`). The
+    columns a stripe shares with the next one are kept as weighted sums for the whole height
+    (``channels × height × overlap``) and added in when the next stripe reaches them, so the
+    average is the same as with one band across the whole width.
+
+    Args:
+        channels: Values per pixel (classes).
+        layout: The tile layout.
+    """
+
+    def __init__(self, channels: int, layout: TileLayout) -> None:
+        self.channels = channels
+        self.layout = layout
+        self._stripe = -1
+        self._tile_row = 0
+        self._span = (0, 0)
+        self._owned = (0, 0)
+        self._accumulator: Optional[RowBandAccumulator] = None
+        self._carry_in: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._carry_out: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._start_stripe(0)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the band and the carried columns, in bytes."""
+        total = self._accumulator.nbytes if self._accumulator is not None else 0
+        for carry in (self._carry_in, self._carry_out):
+            if carry is not None:
+                total += int(carry[0].nbytes + carry[1].nbytes)
+        return total
+
+    def _start_stripe(self, stripe: int) -> None:
+        layout = self.layout
+        self._stripe = stripe
+        self._tile_row = 0
+        self._span = layout.stripe_span(stripe)
+        self._owned = layout.stripe_owned(stripe)
+        self._accumulator = RowBandAccumulator(
+            self.channels, self._span[1] - self._span[0], layout.tile_height
+        )
+        self._carry_in = self._carry_out
+        shared = self._span[1] - self._owned[1]
+        self._carry_out = (
+            (
+                np.zeros((self.channels, layout.height, shared), dtype=np.float32),
+                np.zeros((layout.height, shared), dtype=np.float32),
+            )
+            if shared > 0
+            else None
+        )
+
+    def add(
+        self, tile: Tile, values: Optional[np.ndarray], weights: Optional[np.ndarray]
+    ) -> list[BlendedRows]:
+        """Add one tile (``values`` None for a skipped tile); return the windows now final.
+
+        Args:
+            tile: The tile, in the layout's order.
+            values: ``[channels, h, w]`` or None.
+            weights: ``[h, w]`` (zero where the pixel must not count) or None.
+
+        Returns:
+            Finished windows, top to bottom (often none).
+
+        Raises:
+            ValueError: if tiles come out of the layout's order.
+        """
+        finished: list[BlendedRows] = []
+        if tile.stripe != self._stripe:
+            if tile.stripe != self._stripe + 1:
+                raise ValueError(
+                    f"Tile of stripe {tile.stripe} after stripe {self._stripe}: tiles must come "
+                    "in the layout's order."
+                )
+            finished.extend(self._flush(self.layout.height))
+            self._start_stripe(tile.stripe)
+        elif tile.tile_row != self._tile_row:
+            finished.extend(self._flush(self.layout.rows_complete_after(self._tile_row)))
+            self._tile_row = tile.tile_row
+        if values is not None and weights is not None:
+            if self._accumulator is None:  # pragma: no cover - set in _start_stripe
+                raise RuntimeError("No blending band (internal error).")
+            self._accumulator.add(tile.row, tile.col - self._span[0], values, weights)
+        return finished
+
+    def finish(self) -> list[BlendedRows]:
+        """Return the last windows (call once, after the last tile)."""
+        return self._flush(self.layout.height)
+
+    def _flush(self, until_row: int) -> list[BlendedRows]:
+        if self._accumulator is None:
+            return []
+        top = self._accumulator.top
+        taken = self._accumulator.take(until_row)
+        if taken is None:
+            return []
+        sums, weights = taken
+        if self._carry_in is not None:
+            carried_sums, carried_weights = self._carry_in
+            width = carried_weights.shape[1]
+            sums[:, :, :width] += carried_sums[:, top:until_row]
+            weights[:, :width] += carried_weights[top:until_row]
+        owned = self._owned[1] - self._span[0]
+        if self._carry_out is not None:
+            self._carry_out[0][:, top:until_row] = sums[:, :, owned:]
+            self._carry_out[1][top:until_row] = weights[:, owned:]
+        values, covered = _average(sums[:, :, :owned], weights[:, :owned])
+        if until_row >= self.layout.height:
+            self._carry_in = None  # the stripe is done: what it carried in is used up
+        return [BlendedRows(row=top, values=values, covered=covered, col=self._owned[0])]
 
 
 def winning_class(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

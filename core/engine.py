@@ -53,9 +53,12 @@ A run, in order (DESIGN.md §2):
    inputs and the area of interest overlap) through a lazy ``WarpedVRT``.
 3. **Tile** (:mod:`~landfuse.core.tiling`), **infer** in batches with read-ahead
    (:mod:`~landfuse.core.runner`), **blend** softmax probabilities with a Hann window in a band of
-   rows (:mod:`~landfuse.core.blending`), **write** the finished rows straight to disk
-   (:mod:`~landfuse.core.writers`). Memory is bounded by ``classes × tile × width`` plus a few
-   batches of tiles, independent of the scene height.
+   rows (:mod:`~landfuse.core.blending`), **write** the finished windows straight to disk
+   (:mod:`~landfuse.core.writers`). A scene wider than :data:`STRIPE_WIDTH` is processed in
+   vertical stripes, each top to bottom, so that the blending band, the output blocks being
+   assembled and GDAL's block cache (lowered for the run to the input blocks of two rows of
+   tiles of one stripe) are bounded by the stripe's width: memory does not depend on the scene
+   size, only ``classes × height × overlap`` for the columns two stripes share.
 4. **Finish**: Cloud-Optimised GeoTIFFs, QML styles and the JSON report are moved to their final
    names only when everything succeeded.
 
@@ -65,9 +68,11 @@ needs) and :func:`load_network` (weights file -> network) are module-level funct
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,7 +84,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from ..models.errors import WeightsMismatchError, WeightsNotFoundError
-from .blending import BlendedRows, RowBandAccumulator, blend_window, winning_class
+from .blending import BlendedRows, TileBlender, blend_window, winning_class
 from .device import ExecutionTarget, resolve_target
 from .errors import (
     AlignmentError,
@@ -133,8 +138,15 @@ __all__ = [
     "validate",
 ]
 
+#: Widest vertical stripe of a run (pixels): wider scenes are processed stripe by stripe, so the
+#: memory of the blending band, of the output blocks and of GDAL's cache of input blocks stays
+#: that of a scene this wide. Each stripe boundary decodes one column of input blocks twice
+#: (docs/benchmarks.md).
+STRIPE_WIDTH = 2048
 #: Smallest GDAL block cache a run works with (bytes), whatever its inputs.
 _BLOCK_CACHE_FLOOR = 32 << 20
+#: GDAL block cache while the Cloud-Optimised GeoTIFFs are written (bytes).
+_FINISH_BLOCK_CACHE = 64 << 20
 # Fractions of the overall progress given to each stage.
 _PREPARE_END = 0.02
 _INFER_END = 0.95
@@ -582,7 +594,9 @@ def _prepare(request: Request) -> _Plan:
     overlap = request.overlap if request.overlap is not None else tile // 8
     if overlap >= tile:
         raise RequestError(f"The overlap ({overlap} px) must be smaller than the tile ({tile} px).")
-    layout = plan_tiles(grid.height, grid.width, tile, overlap, info.output_stride)
+    layout = plan_tiles(
+        grid.height, grid.width, tile, overlap, info.output_stride, stripe_width=STRIPE_WIDTH
+    )
     for group in groups:
         norm = _normalisation_for(group.modality, request.normalisation)
         check_normalisation(norm, len(group.modality.band_names))
@@ -744,7 +758,7 @@ class _TileLoader:
 
 
 class _Blender:
-    """Blends tile probabilities and streams finished rows to the writers."""
+    """Blends tile probabilities and streams finished windows to the writers."""
 
     def __init__(
         self,
@@ -755,10 +769,7 @@ class _Blender:
         self.plan = plan
         self.writers = writers
         self.tally = tally
-        self.layout = plan.layout
-        classes = len(plan.info.classes)
-        self.accumulator = RowBandAccumulator(classes, plan.grid.width, self.layout.tile_height)
-        self.current_row = 0
+        self.blender = TileBlender(len(plan.info.classes), plan.layout)
         self.change = isinstance(plan.request, ChangeRequest)
         self.threshold = getattr(plan.request, "threshold", 0.5)
         self.valid_pixels = 0
@@ -766,41 +777,41 @@ class _Blender:
     def add(
         self, tile: Tile, probabilities: Optional[np.ndarray], data: Optional[TileData]
     ) -> None:
-        if tile.tile_row != self.current_row:
-            self.flush(self.layout.rows_complete_after(self.current_row))
-            self.current_row = tile.tile_row
         if probabilities is None or data is None:
-            return
-        weights = blend_window(tile.height, tile.width) * data.valid
-        self.accumulator.add(tile.row, tile.col, probabilities, weights)
+            finished = self.blender.add(tile, None, None)
+        else:
+            weights = blend_window(tile.height, tile.width) * data.valid
+            finished = self.blender.add(tile, probabilities, weights)
+        for blended in finished:
+            self._write(blended)
 
-    def flush(self, until_row: int) -> None:
-        blended = self.accumulator.flush(until_row)
-        if blended is not None:
+    def finish(self) -> None:
+        for blended in self.blender.finish():
             self._write(blended)
 
     def _write(self, blended: BlendedRows) -> None:
         covered = blended.covered
+        row, col = blended.row, blended.col
         self.valid_pixels += int(covered.sum())
         if self.change:
             probability = blended.values[1]
             mask = (probability >= self.threshold).astype(np.uint8)
             mask[~covered] = CLASS_NODATA
-            self.writers["change"].write_rows(blended.row, mask)
-            self.tally.add(blended.row, mask)
+            self.writers["change"].write_window(row, col, mask)
+            self.tally.add(row, mask)
             if "probability" in self.writers:
                 out = probability.astype(np.float32)
                 out[~covered] = PROBABILITY_NODATA
-                self.writers["probability"].write_rows(blended.row, out)
+                self.writers["probability"].write_window(row, col, out)
             return
         classes, top = winning_class(blended.values)
         classes[~covered] = CLASS_NODATA
-        self.writers["classes"].write_rows(blended.row, classes)
-        self.tally.add(blended.row, classes)
+        self.writers["classes"].write_window(row, col, classes)
+        self.tally.add(row, classes)
         if "confidence" in self.writers:
             confidence = np.rint(top * 100.0).astype(np.uint8)
             confidence[~covered] = CLASS_NODATA
-            self.writers["confidence"].write_rows(blended.row, confidence)
+            self.writers["confidence"].write_window(row, col, confidence)
 
 
 def _input_report(plan: _Plan) -> list[dict[str, Any]]:
@@ -899,6 +910,17 @@ def _build_report(
     return report
 
 
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the system (glibc keeps them otherwise); no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to do
+        pass
+
+
 def _block_cache_bytes(plan: _Plan) -> int:
     """GDAL block cache a run needs: its inputs' blocks for about two rows of tiles.
 
@@ -909,11 +931,13 @@ def _block_cache_bytes(plan: _Plan) -> int:
     grows with the scene's width, like the blending band. One block row of each output (the
     writers hand GDAL whole block rows) and a floor come on top.
     """
-    # The rows of the current row of tiles and of the next one, which re-reads the overlap.
+    # The rows of the current row of tiles and of the next one, which re-reads the overlap,
+    # across the widest stripe.
     layout = plan.layout
     rows = min(layout.height, layout.tile_height + max(1, layout.tile_height - layout.overlap))
-    inputs = sum(g.stack.block_cache_bytes(rows) for g in plan.groups if g.stack is not None)
-    outputs = sum(plan.grid.width * 256 * p.bytes_per_pixel for p in plan.products)
+    cols = layout.max_stripe_width
+    inputs = sum(g.stack.block_cache_bytes(rows, cols) for g in plan.groups if g.stack is not None)
+    outputs = sum(cols * 256 * p.bytes_per_pixel for p in plan.products)
     return inputs + outputs + _BLOCK_CACHE_FLOOR
 
 
@@ -952,7 +976,12 @@ def _execute(
             cancel=cancel,
             progress_span=(_PREPARE_END, _INFER_END),
         )
-        blender.flush(plan.grid.height)
+        blender.finish()
+        # The network is not needed any more: free it (and the heap pages it leaves) before
+        # the Cloud-Optimised GeoTIFFs are written, so that their memory does not add to it.
+        del predictor, network
+        plan.network = None
+        _return_freed_memory()
         if stats.tiles_computed == 0 or blender.valid_pixels == 0:
             raise EmptyInputError(
                 "No pixel has valid data in every input inside the area processed; check the "
@@ -962,7 +991,10 @@ def _execute(
         _check_cancel(cancel)
         _progress(progress, "finish", _INFER_END, "Writing Cloud-Optimised GeoTIFFs and styles")
         finish_started = time.perf_counter()
-        outputs.finish_rasters()
+        # The inputs' blocks are of no use any more: a small cache drops them, and the COG
+        # copies (which read each file once) run as fast with it.
+        with bounded_block_cache(_FINISH_BLOCK_CACHE):
+            outputs.finish_rasters()
         plan.timings["finish"] = time.perf_counter() - finish_started
         report = _build_report(plan, stats, tally, started_at, time.perf_counter() - started)
         _check_cancel(cancel)

@@ -4,7 +4,12 @@ DESIGN.md §2.3: every input is read on the reference grid through a lazy warp (
 ``WarpedVRT``), window by window, so nothing is resampled to disk first and memory stays at the
 size of a tile. Inputs may differ in CRS, resolution (Sentinel-2 bands at 10/20/60 m as separate
 files), extent and data type. A source already on the grid (same CRS and pixel size, whole-pixel
-offset) is read directly, which is exact and faster.
+offset) is read directly, which is exact and faster. A source in the grid's CRS with pixels at
+least as large (Sentinel-2's 20 and 60 m bands on the 10 m grid) is resampled here with numpy,
+rows and columns separately, with GDAL's bilinear / nearest conventions and about ten times
+faster than GDAL's general warper, which still handles every other case (another CRS,
+rotation, finer sources). GDAL's block cache is bounded during a run
+(:func:`bounded_block_cache`), so decoded blocks do not pile up with the scene size.
 
 Validity: a pixel is valid when every selected band of every source has data there: the file's
 nodata value (or the request's override), its mask or alpha band, non-finite values, and the
@@ -1107,8 +1112,8 @@ class AlignedSource:
             valid &= np.all(data != np.float32(self._override), axis=0)
         return bool(valid.any())
 
-    def block_cache_bytes(self, rows: int) -> int:
-        """Estimate the decoded blocks GDAL keeps to read ``rows`` rows of the grid, full width.
+    def block_cache_bytes(self, rows: int, cols: Optional[int] = None) -> int:
+        """Estimate the decoded blocks GDAL keeps to read ``rows`` × ``cols`` pixels of the grid.
 
         When the block cache holds them, tiles that overlap (side by side, and the next row of
         tiles) reuse decoded blocks instead of decoding them again; more does not help, as the
@@ -1117,6 +1122,7 @@ class AlignedSource:
         Args:
             rows: Rows of the work grid read while their blocks are still useful (a row of
                 tiles and the next one).
+            cols: Columns read side by side (a stripe of tiles); None for the full width.
 
         Returns:
             Bytes of decoded blocks of the file (every band of it, as a pixel-interleaved file
@@ -1129,14 +1135,18 @@ class AlignedSource:
             return 0
         block_h, block_w = src.block_shapes[0]
         itemsize = max(np.dtype(d).itemsize for d in src.dtypes)
+        cols = self.grid.width if cols is None else min(int(cols), self.grid.width)
         native_rows = math.ceil(rows * float(native.height) / max(1, self.grid.height))
+        native_cols = math.ceil(cols * float(native.width) / max(1, self.grid.width))
         height = min(src.height, (math.ceil(native_rows / block_h) + 1) * block_h)
-        width = min(src.width, (math.ceil(float(native.width) / block_w) + 1) * block_w)
+        # A window that does not start on a block boundary straddles one more block.
+        width = min(src.width, (math.ceil(native_cols / block_w) + 1) * block_w)
         total = height * width * itemsize * src.count
         if self._vrt is not None:
-            vrt_h, _ = self._vrt.block_shapes[0]
+            vrt_h, vrt_w = self._vrt.block_shapes[0]
             vrt_rows = min(self.grid.height, rows + 2 * vrt_h)
-            total += vrt_rows * self.grid.width * 4 * self._vrt.count
+            vrt_cols = min(self.grid.width, cols + 2 * vrt_w)
+            total += vrt_rows * vrt_cols * 4 * self._vrt.count
         return int(total)
 
     def close(self) -> None:
@@ -1188,9 +1198,9 @@ class AlignedStack:
             raise AlignmentError("A modality without any source cannot be read.")
         return stacked, valid
 
-    def block_cache_bytes(self, rows: int) -> int:
+    def block_cache_bytes(self, rows: int, cols: Optional[int] = None) -> int:
         """Sum of :meth:`AlignedSource.block_cache_bytes` over the sources."""
-        return sum(source.block_cache_bytes(rows) for source in self.sources)
+        return sum(source.block_cache_bytes(rows, cols) for source in self.sources)
 
     def close(self) -> None:
         """Close every source."""

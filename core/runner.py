@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Protocol, Sequence, cast
+from typing import Callable, Generator, Iterator, Optional, Protocol, Sequence, cast
 
 import numpy as np
 import torch
@@ -312,7 +312,7 @@ def _batches(
     channels_last: bool,
     prefetch: int,
     stats: RunStats,
-) -> Iterator[_Batch]:
+) -> Generator[_Batch, None, None]:
     """Yield batches prepared by a reader thread; stop and join it on exit."""
     out: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()

@@ -8,13 +8,17 @@ to the next multiple of the network's output stride (:func:`reflect_pad`).
 
 Tiles come in row-major order (all tiles of one row of tiles, left to right, then the next row),
 which is what lets the blender flush finished rows of the output early
-(:mod:`landfuse.core.blending`).
+(:mod:`landfuse.core.blending`). A scene wider than ``stripe_width`` is cut into vertical stripes
+of whole tile columns, processed one after the other (each stripe top to bottom, row-major
+inside it): the blocks a reader keeps decoded, the blending band and the output blocks being
+assembled are then bounded by the stripe's width instead of the scene's, so memory does not
+grow with the scene at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +31,7 @@ __all__ = [
     "padded_size",
     "plan_tiles",
     "reflect_pad",
+    "stripe_starts",
 ]
 
 
@@ -41,6 +46,8 @@ class Tile:
         height: Number of real rows (``<= padded_height`` of the layout).
         width: Number of real columns.
         tile_row: Index of the row of tiles this tile belongs to.
+        stripe: Index of the vertical stripe this tile belongs to (0 when the scene is one
+            stripe).
     """
 
     index: int
@@ -49,6 +56,7 @@ class Tile:
     height: int
     width: int
     tile_row: int
+    stripe: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ class TileLayout:
         padded_width: Same for the width.
         row_starts: First row of each row of tiles.
         col_starts: First column of each column of tiles.
+        stripe_starts: Index (into ``col_starts``) of the first tile column of each vertical
+            stripe; ``(0,)`` for a single stripe as wide as the scene.
     """
 
     height: int
@@ -75,6 +85,7 @@ class TileLayout:
     padded_width: int
     row_starts: tuple[int, ...]
     col_starts: tuple[int, ...]
+    stripe_starts: tuple[int, ...] = (0,)
 
     @property
     def tile_height(self) -> int:
@@ -91,14 +102,54 @@ class TileLayout:
 
     def __iter__(self) -> Iterator[Tile]:
         index = 0
-        for tile_row, row in enumerate(self.row_starts):
-            for col in self.col_starts:
-                yield Tile(index, row, col, self.tile_height, self.tile_width, tile_row)
-                index += 1
+        for stripe in range(self.stripes):
+            first, end = self.stripe_columns(stripe)
+            cols = self.col_starts[first:end]
+            for tile_row, row in enumerate(self.row_starts):
+                for col in cols:
+                    yield Tile(index, row, col, self.tile_height, self.tile_width, tile_row, stripe)
+                    index += 1
 
     def tiles(self) -> list[Tile]:
-        """Return every tile in row-major order."""
+        """Return every tile in processing order (stripe by stripe, row-major in each)."""
         return list(self)
+
+    @property
+    def stripes(self) -> int:
+        """Number of vertical stripes."""
+        return len(self.stripe_starts)
+
+    def stripe_columns(self, stripe: int) -> tuple[int, int]:
+        """Return the tile-column indices ``first, end`` (end excluded) of ``stripe``."""
+        first = self.stripe_starts[stripe]
+        end = (
+            self.stripe_starts[stripe + 1]
+            if stripe + 1 < len(self.stripe_starts)
+            else len(self.col_starts)
+        )
+        return first, end
+
+    def stripe_span(self, stripe: int) -> tuple[int, int]:
+        """Return the raster columns ``start, end`` that the tiles of ``stripe`` cover."""
+        first, end = self.stripe_columns(stripe)
+        return self.col_starts[first], self.col_starts[end - 1] + self.tile_width
+
+    def stripe_owned(self, stripe: int) -> tuple[int, int]:
+        """Return the raster columns ``start, end`` that are final once ``stripe`` is done.
+
+        A stripe owns the columns from its first tile up to the first tile of the next stripe;
+        the columns beyond, which the next stripe's tiles overlap, are finished there.
+        """
+        first, _ = self.stripe_columns(stripe)
+        start = self.col_starts[first]
+        if stripe + 1 < len(self.stripe_starts):
+            return start, self.col_starts[self.stripe_starts[stripe + 1]]
+        return start, self.width
+
+    @property
+    def max_stripe_width(self) -> int:
+        """Widest column span of a stripe (the width of the blending band)."""
+        return max(b - a for a, b in (self.stripe_span(s) for s in range(self.stripes)))
 
     def rows_complete_after(self, tile_row: int) -> int:
         """Return how many output rows are final once every tile up to ``tile_row`` is blended.
@@ -165,7 +216,38 @@ def padded_size(size: int, tile: int, stride: int) -> int:
     return -(-size // stride) * stride
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, stride: int = 1) -> TileLayout:
+def stripe_starts(
+    columns: int, tile: int, overlap: int, stripe_width: Optional[int]
+) -> tuple[int, ...]:
+    """Split ``columns`` tile columns into vertical stripes at most ``stripe_width`` px wide.
+
+    Args:
+        columns: Number of tile columns.
+        tile: Tile edge.
+        overlap: Overlap between neighbouring tiles.
+        stripe_width: Widest stripe wanted in pixels (at least one tile column per stripe);
+            None for a single stripe.
+
+    Returns:
+        The index of the first tile column of each stripe; stripes differ by one column at most.
+    """
+    if stripe_width is None or columns <= 1:
+        return (0,)
+    step = tile - overlap
+    per_stripe = max(1, (int(stripe_width) - overlap) // step)
+    count = -(-columns // per_stripe)
+    # Spread the columns evenly: no narrow last stripe.
+    return tuple((k * columns) // count for k in range(count))
+
+
+def plan_tiles(
+    height: int,
+    width: int,
+    tile: int,
+    overlap: int,
+    stride: int = 1,
+    stripe_width: Optional[int] = None,
+) -> TileLayout:
     """Plan the tiles of a ``height`` × ``width`` raster.
 
     Args:
@@ -175,6 +257,8 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, stride: int = 1
         overlap: Overlap between neighbouring tiles in pixels (``0 <= overlap < tile``).
         stride: The network's output stride (AMM-FuseNet 16, AMFNet 32): every array handed to
             the network must have a size divisible by it.
+        stripe_width: Process the raster in vertical stripes at most this many pixels wide
+            (whole tile columns; None: one stripe, the whole width).
 
     Returns:
         The :class:`TileLayout`.
@@ -190,6 +274,7 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, stride: int = 1
             f"The tile size must be a positive multiple of the model's output stride {stride}; "
             f"got {tile}. Try {max(stride, round(tile / stride) * stride)}."
         )
+    col_starts = axis_starts(width, tile, overlap)
     return TileLayout(
         height=height,
         width=width,
@@ -198,7 +283,8 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, stride: int = 1
         padded_height=padded_size(height, tile, stride),
         padded_width=padded_size(width, tile, stride),
         row_starts=axis_starts(height, tile, overlap),
-        col_starts=axis_starts(width, tile, overlap),
+        col_starts=col_starts,
+        stripe_starts=stripe_starts(len(col_starts), tile, overlap, stripe_width),
     )
 
 

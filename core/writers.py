@@ -142,11 +142,13 @@ def _wrap_io_error(error: BaseException, path: Path) -> OutputError:
 
 
 class StreamingGeoTiff:
-    """A single-band tiled DEFLATE GeoTIFF written top to bottom in bands of rows.
+    """A single-band tiled DEFLATE GeoTIFF written window by window.
 
-    Rows are buffered until whole block rows are available, so every compressed block is
-    written once (no partial blocks rewritten, no file growth) and memory holds at most one
-    block row plus the rows handed in.
+    Windows may come in any order (a band of rows across the whole width, or the part of it a
+    vertical stripe owns), each pixel once. Blocks are assembled in memory until they are
+    whole and then written once, so no compressed block is rewritten (no file growth), and
+    memory holds only the blocks being assembled: along the bottom and right edges of the
+    windows handed in so far.
 
     Args:
         path: File to create.
@@ -167,8 +169,10 @@ class StreamingGeoTiff:
         self.product = product
         self._block = block
         self._next_row = 0
-        self._pending: list[np.ndarray] = []
-        self._pending_rows = 0
+        self._pixels_written = 0
+        # Blocks being assembled: (block row, block col) -> (buffer, pixels filled so far).
+        self._partial: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._done = np.zeros((-(-grid.height // block), -(-grid.width // block)), dtype=bool)
         profile: dict[str, Any] = {
             "driver": "GTiff",
             "width": grid.width,
@@ -203,8 +207,18 @@ class StreamingGeoTiff:
 
     @property
     def rows_written(self) -> int:
-        """Rows handed in so far."""
+        """Rows handed in so far by :meth:`write_rows`."""
         return self._next_row
+
+    @property
+    def pixels_written(self) -> int:
+        """Pixels handed in so far (by either method)."""
+        return self._pixels_written
+
+    @property
+    def pending_pixels(self) -> int:
+        """Pixels held in blocks not yet whole (the writer's memory, in pixels)."""
+        return sum(buffer.size for buffer, _ in self._partial.values())
 
     def write_rows(self, row: int, data: np.ndarray) -> None:
         """Append rows ``row .. row + len(data)`` (full width, in order).
@@ -221,38 +235,101 @@ class StreamingGeoTiff:
             raise ValueError(f"Rows must come in order: expected row {self._next_row}, got {row}.")
         if data.ndim != 2 or data.shape[1] != self.grid.width:
             raise ValueError(f"Expected [rows, {self.grid.width}] rows, got {data.shape}.")
-        self._pending.append(np.ascontiguousarray(data, dtype=self.product.dtype))
-        self._pending_rows += data.shape[0]
+        self.write_window(row, 0, data)
         self._next_row += data.shape[0]
-        whole = (self._pending_rows // self._block) * self._block
-        if whole:
-            self._write_pending(whole)
 
-    def _write_pending(self, rows: int) -> None:
-        stacked = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
-        top = self._next_row - self._pending_rows
-        try:
-            self._dst.write(stacked[:rows], 1, window=Window(0, top, self.grid.width, rows))
-        except (RasterioError, OSError) as error:
-            raise _wrap_io_error(error, self.path) from None
-        rest = stacked[rows:]
-        self._pending = [rest] if rest.shape[0] else []
-        self._pending_rows = int(rest.shape[0])
+    def write_window(self, row: int, col: int, data: np.ndarray) -> None:
+        """Write ``data`` at ``row, col``; every pixel of the raster must be written once.
 
-    def close(self) -> None:
-        """Write the last rows and close the file.
+        Args:
+            row: First row.
+            col: First column.
+            data: ``[rows, cols]`` values of the product's dtype.
 
         Raises:
-            ValueError: if not every row was written.
+            ValueError: if the window leaves the raster or covers pixels already written.
+            OutputError: if writing fails (DiskSpaceError when the disk is full).
+        """
+        if data.ndim != 2:
+            raise ValueError(f"Expected a [rows, cols] array, got {data.shape}.")
+        h, w = (int(n) for n in data.shape)
+        height, width = self.grid.height, self.grid.width
+        if h == 0 or w == 0:
+            return
+        if row < 0 or col < 0 or row + h > height or col + w > width:
+            raise ValueError(
+                f"Window rows {row}..{row + h}, cols {col}..{col + w} leaves the "
+                f"{width} x {height} raster."
+            )
+        data = np.asarray(data, dtype=self.product.dtype)
+        size = self._block
+        for block_row in range(row // size, (row + h - 1) // size + 1):
+            top = block_row * size
+            r0, r1 = max(row, top), min(row + h, top + size, height)
+            block_h = min(size, height - top)
+            run: Optional[tuple[int, int]] = None  # whole blocks straight from data: one write
+            for block_col in range(col // size, (col + w - 1) // size + 1):
+                left = block_col * size
+                c0, c1 = max(col, left), min(col + w, left + size, width)
+                block_w = min(size, width - left)
+                key = (block_row, block_col)
+                if self._done[key]:
+                    raise ValueError(
+                        f"Pixels at rows {r0}..{r1}, cols {c0}..{c1} were already written."
+                    )
+                whole = (r1 - r0, c1 - c0) == (block_h, block_w)
+                if whole and key not in self._partial:
+                    run = (run[0], c1) if run is not None else (c0, c1)
+                    self._done[key] = True
+                    continue
+                if run is not None:
+                    self._write(data[r0 - row : r1 - row, run[0] - col : run[1] - col], r0, run[0])
+                    run = None
+                buffer, filled = self._partial.get(key) or (
+                    np.empty((block_h, block_w), dtype=self.product.dtype),
+                    np.zeros((block_h, block_w), dtype=bool),
+                )
+                inside = (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
+                if filled[inside].any():
+                    raise ValueError(
+                        f"Pixels at rows {r0}..{r1}, cols {c0}..{c1} were already written."
+                    )
+                buffer[inside] = data[r0 - row : r1 - row, c0 - col : c1 - col]
+                filled[inside] = True
+                if filled.all():
+                    self._partial.pop(key, None)
+                    self._done[key] = True
+                    self._write(buffer, top, left)
+                else:
+                    self._partial[key] = (buffer, filled)
+            if run is not None:
+                self._write(data[r0 - row : r1 - row, run[0] - col : run[1] - col], r0, run[0])
+        self._pixels_written += h * w
+
+    def _write(self, data: np.ndarray, row: int, col: int) -> None:
+        rows, cols = data.shape
+        try:
+            self._dst.write(data, 1, window=Window(col, row, cols, rows))
+        except (RasterioError, OSError) as error:
+            raise _wrap_io_error(error, self.path) from None
+
+    def close(self) -> None:
+        """Check that every pixel was written and close the file.
+
+        Raises:
+            ValueError: if not every pixel was written.
             OutputError: if writing fails.
         """
         if self._dst.closed:
             return
-        if self._pending_rows:
-            self._write_pending(self._pending_rows)
-        if self._next_row != self.grid.height:
+        total = self.grid.width * self.grid.height
+        if self._pixels_written != total or self._partial:
             self.abort()
-            raise ValueError(f"Only {self._next_row} of {self.grid.height} rows were written.")
+            rows = self._pixels_written // max(1, self.grid.width)
+            raise ValueError(
+                f"Only {rows} of {self.grid.height} rows were written "
+                f"({self._pixels_written} of {total} pixels)."
+            )
         try:
             self._dst.close()
         except (RasterioError, OSError) as error:
@@ -803,9 +880,13 @@ class OutputSet:
 def _to_cog(source: Path, target: Path, product: ProductSpec) -> None:
     """Copy ``source`` to a Cloud-Optimised GeoTIFF with overviews (GDAL's COG driver)."""
     started = time.perf_counter()
+    # DEFLATE level 6 shrinks class maps well; float probabilities barely shrink past level 1
+    # (their low mantissa bits look random) but take about 1.5x longer to write at level 6
+    # (docs/benchmarks.md).
+    level = "1" if np.issubdtype(np.dtype(product.dtype), np.floating) else "6"
     options = {
         "COMPRESS": "DEFLATE",
-        "LEVEL": "6",
+        "LEVEL": level,
         "PREDICTOR": "YES",
         "BLOCKSIZE": "256",
         "OVERVIEW_RESAMPLING": product.overview_resampling,

@@ -10,15 +10,16 @@ by ``models.weights.save_weights``: speed does not depend on the values) one run
   after each end-to-end run, so that a change of machine load shows up;
 * **end-to-end**: ``engine.run()`` on a generated scene of ``--scene`` pixels a side, from the
   request to the published Cloud-Optimised GeoTIFFs and report: validation, weights loading,
-  reading 13 Sentinel-2 band files at 10/20/60 m (the 20 and 60 m bands warped onto the 10 m
-  grid), Sentinel-1 on a geographic grid (warped across CRSs), normalisation, blending,
+  reading 13 Sentinel-2 band files at 10/20/60 m (the 20 and 60 m bands resampled onto the
+  10 m grid), Sentinel-1 on a geographic grid (warped across CRSs), normalisation, blending,
   streaming writes, COG and overviews;
 * **peak memory**: the process's resident high-water mark (``VmHWM``: GDAL, torch and numpy
   buffers included) of the end-to-end runs at ``--scene`` and at half that side (a quarter of
   the area), each in a fresh process;
 * **bf16 agreement**: the share of pixels given the same class in bf16 as in fp32 by the same
   weights on the real samples of ``../shared/realdata`` (TerraMind S2 L1C + S1 for
-  AMM-FuseNet, the OSCD Rennes pair for AMFNet).
+  AMM-FuseNet, the OSCD Rennes pair for AMFNet). Random weights give degenerate maps there, so
+  by default each network is first trained briefly on those samples (``--train-steps``).
 
 Every measurement runs in a fresh subprocess of this script, so numbers are independent; the
 parent also measures how much CPU *other* processes used during each case (``/proc/stat``),
@@ -29,8 +30,8 @@ kept.
 
 Usage::
 
-    .venv/bin/python scripts/bench_engine.py                 # full run (~20 min on 2 cores)
-    .venv/bin/python scripts/bench_engine.py --quick         # smoke run (~3 min)
+    .venv/bin/python scripts/bench_engine.py                 # full run (~20-25 min, 2 cores)
+    .venv/bin/python scripts/bench_engine.py --quick         # smoke run (~3-4 min)
     .venv/bin/python scripts/bench_engine.py --scene 2048 --models amfnet_s2 --no-write
 """
 
@@ -123,7 +124,9 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
+        "gpu": gpu,
         "cpu": model,
         "cores": os.cpu_count(),
         "flags": [f for f in wanted if f in flags],
@@ -420,14 +423,22 @@ def make_trained_weights(model: str, root: Path, steps: int) -> Optional[str]:
 # --- cases (each runs in a fresh subprocess) --------------------------------------------------
 
 
-def _request(model: str, scene: dict[str, Any], weights: str, out: str, precision: str, batch: int):
+def _request(
+    model: str,
+    scene: dict[str, Any],
+    weights: str,
+    out: str,
+    precision: str,
+    batch: int,
+    device: str = "cpu",
+):
     from landfuse.core.requests import ChangeRequest, LandCoverRequest, ModalityInput, RasterSource
 
     common = {
         "model": model,
         "weights": weights,
         "output_dir": out,
-        "device": "cpu",
+        "device": device,
         "precision": precision,
         "batch": batch,
         "overwrite": True,
@@ -449,15 +460,15 @@ def _request(model: str, scene: dict[str, Any], weights: str, out: str, precisio
 
 def case_raw(spec: dict[str, Any]) -> dict[str, Any]:
     """Raw throughput: BatchPredictor on pre-loaded channels-last tiles."""
-    import torch
 
     from landfuse.core import engine
     from landfuse.core.device import resolve_target
     from landfuse.core.runner import BatchPredictor
 
     info = engine.model_info(spec["model"])
-    network, info, _, _ = engine.load_network(info, spec["weights"], torch.device("cpu"))
-    predictor = BatchPredictor(network, resolve_target("cpu", spec["precision"]), spec["batch"])
+    target = resolve_target(spec.get("device", "cpu"), spec["precision"])
+    network, info, _, _ = engine.load_network(info, spec["weights"], target.device)
+    predictor = BatchPredictor(network, target, spec["batch"])
     bands = [len(m.band_names) for m in info.modalities]
     if info.task == "change":
         bands = bands * 2
@@ -489,7 +500,13 @@ def case_engine(spec: dict[str, Any]) -> dict[str, Any]:
     out = tempfile.mkdtemp(prefix="landfuse-bench-")
     try:
         request = _request(
-            spec["model"], spec["scene"], spec["weights"], out, spec["precision"], spec["batch"]
+            spec["model"],
+            spec["scene"],
+            spec["weights"],
+            out,
+            spec["precision"],
+            spec["batch"],
+            spec.get("device", "cpu"),
         )
         baseline = vm_hwm_mib()
         cpu0, started = time.process_time(), time.perf_counter()
@@ -552,7 +569,13 @@ def case_agreement(spec: dict[str, Any]) -> dict[str, Any]:
             out = tempfile.mkdtemp(prefix="landfuse-bench-")
             try:
                 request = _request(
-                    spec["model"], scene, spec["weights"], out, precision, spec["batch"]
+                    spec["model"],
+                    scene,
+                    spec["weights"],
+                    out,
+                    precision,
+                    spec["batch"],
+                    spec.get("device", "cpu"),
                 )
                 outputs = engine.run(request).outputs
                 key, extra = (
@@ -667,7 +690,13 @@ def bench_model(model: str, args: argparse.Namespace, root: Path) -> dict[str, A
     weights = make_weights(model, root)
     big = make_scene(model, side, root)
     small = make_scene(model, side // 2, root)
-    base = {"model": model, "weights": weights, "batch": args.batch, "threads": args.threads}
+    base = {
+        "model": model,
+        "weights": weights,
+        "batch": args.batch,
+        "threads": args.threads,
+        "device": args.device,
+    }
     raw_spec = {"kind": "raw", "tile": 256, "batches": args.raw_batches}
     rows: dict[str, Any] = {}
     for precision in ("fp32", args.precision):
@@ -732,7 +761,8 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, meta: dict[s
         f"Command: `{meta['command']}` ({meta['minutes']:.1f} min). Load average (1, 5, 15 min) "
         f"before / after: {meta['load_before']} / {meta['load_after']}.",
         "",
-        f"Tile 256 px, overlap 32 px (the engine's defaults), batch {args.batch}, CPU, "
+        f"Tile 256 px, overlap 32 px (the engine's defaults), batch {args.batch}, device "
+        f"{args.device}{' (' + machine_info['gpu'] + ')' if machine_info.get('gpu') else ''}, "
         "channels-last, `torch.inference_mode`, random weights (speed does not depend on them).",
         "",
         "### Throughput (tiles of 256 x 256 px per second)",
@@ -854,6 +884,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="registry names")
     parser.add_argument("--precision", default="bf16", help="reduced precision to compare")
     parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass (4)")
+    parser.add_argument(
+        "--device", default="cpu", help="device of every case: cpu (default), cuda, mps"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--raw-batches", type=int, default=0, help="timed raw batches (8)")
     parser.add_argument(

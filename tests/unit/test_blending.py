@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from landfuse.core.blending import RowBandAccumulator, blend_window, winning_class
+from landfuse.core.blending import RowBandAccumulator, TileBlender, blend_window, winning_class
 from landfuse.core.tiling import plan_tiles
 
 pytestmark = pytest.mark.unit
@@ -117,3 +117,77 @@ def test_winning_class_is_argmax_and_max_with_first_wins_ties():
     assert (index[:5, :5] == 0).all() and (index[10:20, 10:20] == 4).all()
     with pytest.raises(ValueError, match="channels"):
         winning_class(np.zeros((0, 2, 2), np.float32))
+
+
+# --- stripe by stripe ---------------------------------------------------------------------------
+
+
+def blend_whole_width(layout, channels, tiles):
+    """Reference: one band of rows across the whole width, row-major tiles."""
+    acc = RowBandAccumulator(channels, layout.width, layout.tile_height)
+    out = np.zeros((channels, layout.height, layout.width), np.float32)
+    covered = np.zeros((layout.height, layout.width), bool)
+    by_position = {(t.row, t.col): (v, w) for t, v, w in tiles}
+    current = 0
+    for tile in plan_tiles(layout.height, layout.width, layout.tile, layout.overlap):
+        if tile.tile_row != current:
+            done = acc.flush(layout.rows_complete_after(current))
+            if done is not None:
+                out[:, done.row : done.row + done.values.shape[1]] = done.values
+                covered[done.row : done.row + done.values.shape[1]] = done.covered
+            current = tile.tile_row
+        values, weights = by_position[(tile.row, tile.col)]
+        if values is not None:
+            acc.add(tile.row, tile.col, values, weights)
+    done = acc.flush(layout.height)
+    out[:, done.row :] = done.values
+    covered[done.row :] = done.covered
+    return out, covered
+
+
+@pytest.mark.parametrize("width,stripe_width", [(300, 100), (300, 60), (130, 1000), (97, 32)])
+def test_blending_stripe_by_stripe_equals_blending_the_whole_width(width, stripe_width):
+    rng = np.random.default_rng(width + stripe_width)
+    channels, height = 3, 90
+    layout = plan_tiles(height, width, 32, 8, stripe_width=stripe_width)
+    tiles = []
+    for tile in layout:
+        if rng.random() < 0.15:  # skipped tiles (outside the area, no data)
+            tiles.append((tile, None, None))
+            continue
+        values = rng.random((channels, tile.height, tile.width)).astype(np.float32)
+        weights = blend_window(tile.height, tile.width) * (
+            rng.random((tile.height, tile.width)) > 0.1
+        )
+        tiles.append((tile, values, weights))
+    expected, expected_covered = blend_whole_width(layout, channels, tiles)
+
+    blender = TileBlender(channels, layout)
+    out = np.full((channels, height, width), np.nan, np.float32)
+    written = np.zeros((height, width), np.int32)
+    covered = np.zeros((height, width), bool)
+    windows = []
+    for tile, values, weights in tiles:
+        windows += blender.add(tile, values, weights)
+    windows += blender.finish()
+    for w in windows:
+        rows, cols = w.covered.shape
+        out[:, w.row : w.row + rows, w.col : w.col + cols] = w.values
+        covered[w.row : w.row + rows, w.col : w.col + cols] = w.covered
+        written[w.row : w.row + rows, w.col : w.col + cols] += 1
+    assert (written == 1).all()  # every pixel handed out exactly once
+    np.testing.assert_array_equal(covered, expected_covered)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+    # Memory: one band as wide as a stripe plus the shared columns, not the whole width.
+    if layout.stripes > 1:
+        whole = RowBandAccumulator(channels, width, layout.tile_height).nbytes
+        assert blender.nbytes < whole
+
+
+def test_the_blender_refuses_tiles_out_of_the_layouts_order():
+    layout = plan_tiles(64, 200, 32, 8, stripe_width=64)
+    tiles = layout.tiles()
+    blender = TileBlender(1, layout)
+    later = next(t for t in tiles if t.stripe == 2)
+    with pytest.raises(ValueError, match="layout's order"):
+        blender.add(later, None, None)

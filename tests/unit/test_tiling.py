@@ -90,3 +90,50 @@ def test_reflect_pad_longer_than_array_and_single_pixel_edge():
     assert reflect_pad(two_d, (2, 10)) is two_d
     with pytest.raises(RequestError):
         reflect_pad(two_d, (1, 10))
+
+
+# --- vertical stripes ---------------------------------------------------------------------------
+
+
+def test_a_layout_without_stripe_width_is_one_stripe_in_row_major_order():
+    layout = plan_tiles(100, 300, 32, 8)
+    assert layout.stripes == 1
+    tiles = layout.tiles()
+    assert [(t.row, t.col) for t in tiles] == [
+        (r, c) for r in layout.row_starts for c in layout.col_starts
+    ]
+    assert layout.stripe_owned(0) == (0, 300) and layout.stripe_span(0) == (0, 300)
+
+
+@pytest.mark.parametrize("width,stripe_width", [(1000, 200), (1000, 128), (257, 64), (640, 32)])
+def test_stripes_cover_every_tile_once_and_own_disjoint_columns(width, stripe_width):
+    layout = plan_tiles(150, width, 32, 8, stripe_width=stripe_width)
+    tiles = layout.tiles()
+    assert [t.index for t in tiles] == list(range(len(layout)))
+    # Every tile of the row-major layout exactly once.
+    assert sorted((t.row, t.col) for t in tiles) == sorted(
+        (r, c) for r in layout.row_starts for c in layout.col_starts
+    )
+    owned = [layout.stripe_owned(s) for s in range(layout.stripes)]
+    assert owned[0][0] == 0 and owned[-1][1] == width
+    assert all(a[1] == b[0] for a, b in zip(owned, owned[1:]))  # a partition of the columns
+    sizes = []
+    for s in range(layout.stripes):
+        start, end = layout.stripe_span(s)
+        mine = [t for t in tiles if t.stripe == s]
+        sizes.append(len({t.col for t in mine}))
+        assert end - start <= max(stripe_width, 32)  # never wider than asked (or one tile)
+        assert min(t.col for t in mine) == start and max(t.col + t.width for t in mine) == end
+        assert owned[s][0] == start and owned[s][1] <= end
+        # Stripe by stripe, row-major inside each stripe.
+        assert [(t.row, t.col) for t in mine] == sorted((t.row, t.col) for t in mine)
+    assert [t.stripe for t in tiles] == sorted(t.stripe for t in tiles)
+    assert max(sizes) - min(sizes) <= 1  # evenly spread, no sliver of a last stripe
+    assert layout.max_stripe_width == max(
+        b - a for a, b in (layout.stripe_span(s) for s in range(layout.stripes))
+    )
+
+
+def test_a_stripe_width_larger_than_the_raster_keeps_one_stripe():
+    assert plan_tiles(100, 300, 32, 8, stripe_width=4096).stripes == 1
+    assert plan_tiles(100, 20, 32, 8, stripe_width=8).stripes == 1  # one tile column

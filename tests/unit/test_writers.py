@@ -62,12 +62,26 @@ def confidence_product():
     )
 
 
+def probability_product():
+    return ProductSpec(
+        "probability",
+        "probability",
+        "float32",
+        -1.0,
+        "change probability",
+        "gradient",
+        "AVERAGE",
+        value_range=(0, 1),
+    )
+
+
 def write_in_chunks(writer, data, chunks):
     row = 0
     for size in chunks:
         writer.write_rows(row, data[row : row + size])
         row += size
-        assert writer._pending_rows < writer._block  # never more than a block row buffered
+        # Never more than the block row being assembled.
+        assert writer.pending_pixels <= writer._block * GRID.width
 
 
 def test_streaming_writer_in_irregular_bands_of_rows(tmp_path):
@@ -92,6 +106,54 @@ def test_streaming_writer_refuses_out_of_order_and_incomplete(tmp_path):
     with pytest.raises(ValueError, match="rows"):
         writer.write_rows(10, np.zeros((10, 299), np.uint8))
     with pytest.raises(ValueError, match="Only 10 of 200"):
+        writer.close()
+
+
+def test_streaming_writer_in_stripes_of_windows(tmp_path, monkeypatch):
+    """Vertical stripes, each top to bottom in bands of rows (the engine's order for wide
+    scenes): the file is exact, every block is written once, memory stays at the blocks along
+    the windows' edges."""
+    rng = np.random.default_rng(1)
+    data = rng.random((200, 300)).astype(np.float32)
+    writer = StreamingGeoTiff(tmp_path / "s.tif", GRID, probability_product(), block=64)
+    blocks_written = []
+    real_write = writer._dst.write
+
+    def counting(array, band, window):
+        blocks_written.append((window.row_off, window.col_off, window.height, window.width))
+        return real_write(array, band, window=window)
+
+    monkeypatch.setattr(writer._dst, "write", counting, raising=False)
+    edges = [0, 70, 150, 230, 300]  # not on block boundaries
+    peak = 0
+    for left, right in zip(edges, edges[1:]):
+        for top, bottom in [(0, 37), (37, 101), (101, 150), (150, 200)]:
+            writer.write_window(top, left, data[top:bottom, left:right])
+            peak = max(peak, writer.pending_pixels)
+    writer.close()
+    with rasterio.open(tmp_path / "s.tif") as src:
+        np.testing.assert_array_equal(src.read(1), data)
+    # Each pixel once: the windows written to GDAL partition the raster along block edges.
+    covered = np.zeros((200, 300), np.int32)
+    for row, col, h, w in blocks_written:
+        assert row % 64 == 0 and col % 64 == 0
+        covered[row : row + h, col : col + w] += 1
+    assert (covered == 1).all()
+    # Held: at most a band of blocks across a stripe plus the column of blocks it shares.
+    assert peak <= 64 * (80 + 64) + 64 * 200
+
+
+def test_streaming_writer_refuses_a_pixel_written_twice_or_outside(tmp_path):
+    writer = StreamingGeoTiff(tmp_path / "t.tif", GRID, class_product(), block=64)
+    writer.write_window(0, 0, np.zeros((64, 64), np.uint8))  # one whole block
+    with pytest.raises(ValueError, match="already written"):
+        writer.write_window(10, 10, np.zeros((5, 5), np.uint8))
+    writer.write_window(64, 0, np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="already written"):
+        writer.write_window(64, 0, np.zeros((60, 64), np.uint8))  # overlaps the 10 x 10
+    with pytest.raises(ValueError, match="leaves"):
+        writer.write_window(190, 290, np.zeros((20, 20), np.uint8))
+    with pytest.raises(ValueError, match="Only"):
         writer.close()
 
 
