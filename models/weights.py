@@ -2,8 +2,9 @@
 
 A LandFuse weights file (DESIGN.md §4) is a torch file holding one plain dict::
 
-    {"format": "landfuse-weights", "format_version": 1,
+    {"format": "landfuse-weights", "format_version": 2,
      "metadata_json": "<WeightsMetadata as a JSON string>",
+     "metadata_sha256": "<sha256 of metadata_json>",
      "tensors_sha256": "<sha256 over the state_dict tensors>",
      "state_dict": {name: tensor, ...}}
 
@@ -11,8 +12,16 @@ Only strings, ints and tensors are pickled, so it loads with ``torch.load(weight
 no arbitrary object is ever unpickled, and a file that would need one is refused with
 :class:`UnsafeWeightsError` before anything in it runs. Beside it, ``<file>.json`` (the sidecar)
 repeats the metadata and records the sha256 of the file, so that a changed or damaged file is
-caught (:class:`CorruptWeightsError`); the embedded tensor digest catches damage even when the
-sidecar is missing.
+caught (:class:`CorruptWeightsError`); the embedded digests catch damage even when the sidecar is
+missing: ``tensors_sha256`` covers the tensors, ``metadata_sha256`` (format 2) the metadata, so an
+edited class name or normalisation statistic is refused rather than silently used. A sidecar
+whose metadata or tensor digest disagrees with the file's is refused too, naming the fields that
+differ. A format-1 file (no metadata digest) without its sidecar still loads, with a
+:data:`UNVERIFIED` warning through the ``warn`` callback.
+
+Whether a refused pickle is *unsafe* (it asks for Python objects that could run code) or
+*damaged* (it is no pickle at all) is decided by parsing its opcodes with :mod:`pickletools`,
+never by the wording of torch's message, which changes between releases.
 
 Published reference checkpoints (NETWORKS.md §2 and §3: AMM-FuseNet's dict with
 ``model_state``, AMFNet's plain state_dict) carry no metadata; :func:`load_model` loads them when
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -56,25 +66,33 @@ from .registry import ClassSpec, ModalitySpec, ModelSpec, build_architecture, ge
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "UNVERIFIED",
     "WeightsMetadata",
+    "check_weights_path",
     "extract_state_dict",
     "file_sha256",
     "load_model",
     "load_state_dict_checked",
+    "metadata_sha256",
     "read_weights",
     "safe_torch_load",
     "save_weights",
     "sidecar_path",
     "strip_module_prefix",
     "tensors_sha256",
+    "upgrade_weights",
 ]
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: ``warn(code, message)``: how loading reports what the user must know but need not stop for.
+WarnCallback = Callable[[str, str], None]
 
 FORMAT_NAME = "landfuse-weights"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Warning code passed to ``warn`` when a file's metadata is covered by no checksum.
+UNVERIFIED = "weights_unverified"
 _HASH_CHUNK = 1 << 20
 _LIST_LIMIT = 10
 
@@ -168,7 +186,7 @@ class WeightsMetadata:
                 classes=tuple(ClassSpec.from_dict(c) for c in data["classes"]),
                 training=dict(data.get("training", {})),
                 metrics=dict(data.get("metrics", {})),
-                format_version=int(data.get("format_version", FORMAT_VERSION)),
+                format_version=int(data.get("format_version", 1)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptWeightsError(
@@ -204,9 +222,7 @@ def file_sha256(path: PathLike) -> str:
     Raises:
         WeightsNotFoundError: when the file does not exist.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise WeightsNotFoundError(f"Weights file not found: {p}. Check the path.")
+    p = check_weights_path(path)
     digest = hashlib.sha256()
     with p.open("rb") as fh:
         for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
@@ -231,6 +247,54 @@ def tensors_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
             # A byte view works for every dtype (bf16 included) without a numpy dtype for it.
             digest.update(memoryview(cast(Any, t.reshape(-1).view(torch.uint8).numpy())))
     return digest.hexdigest()
+
+
+def metadata_sha256(metadata_json: str) -> str:
+    """sha256 of the metadata JSON string as stored in the file (UTF-8), hex."""
+    return hashlib.sha256(metadata_json.encode("utf-8")).hexdigest()
+
+
+def check_weights_path(path: PathLike) -> Path:
+    """Check that ``path`` names a weights file, with a message that says what to give instead.
+
+    Args:
+        path: what the user gave as weights.
+
+    Returns:
+        The path.
+
+    Raises:
+        WeightsNotFoundError: the path does not exist, is a folder (the message lists the
+            ``.pt`` files in it), or is the JSON sidecar of a weights file (the message names
+            the file to give).
+    """
+    p = Path(path)
+    if p.is_dir():
+        found = sorted(q.name for q in p.iterdir() if q.suffix in (".pt", ".pth", ".ckpt"))
+        hint = (
+            f"give one of the weights files inside it: {_preview(found)}"
+            if found
+            else "it holds no .pt weights file; give the path of a weights file"
+        )
+        raise WeightsNotFoundError(f"{p} is a folder, not a weights file; {hint}.")
+    if p.suffix.lower() == ".json" and p.name != ".json":
+        partner = p.with_name(p.name[: -len(".json")])
+        if partner.is_file() or _looks_like_sidecar(p):
+            raise WeightsNotFoundError(
+                f"{p.name} is the JSON sidecar of the weights file {partner.name}, not the "
+                f"weights themselves; give {partner} instead (keep the sidecar beside it)."
+            )
+    if not p.is_file():
+        raise WeightsNotFoundError(f"Weights file not found: {p}. Check the path.")
+    return p
+
+
+def _looks_like_sidecar(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT_NAME
 
 
 def sidecar_path(path: PathLike) -> Path:
@@ -283,35 +347,76 @@ _SAFE_STAND_INS: list[Any] = [
     (_numpy_scalar_stand_in, "numpy._core.multiarray.scalar"),
 ]
 
-_UNSAFE_MARKERS = (
-    "Unsupported global",
-    "not an allowed global",
-    "Can only build",
-    "Trying to call reduce",
-    "Unsupported class",
-)
-_OPERAND_RE = re.compile(r"Unsupported operand (\d+)")
-_PICKLE_OPCODES = {op.code: op.name for op in pickletools.opcodes}
+_PICKLE_PROTO = 0x80
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+               "BINSTRING", "STRING"}  # fmt: skip
+_OBJECT_OPS = {"REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"}
+_HARMLESS_GLOBALS = ("torch.", "collections.OrderedDict", "numpy.dtype",
+                     "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")  # fmt: skip
 
 
-def _first_line_with(text: str, markers: tuple[str, ...]) -> str:
-    for line in text.splitlines():
-        if any(m in line for m in markers):
-            return line.strip()[:300]
-    return ""
+class _MalformedPickleError(Exception):
+    """The bytes are no well-formed pickle (damage, truncation, another kind of file)."""
 
 
-def _unsafe_reason(text: str) -> str:
-    """Why the weights-only unpickler refused a file, when the refusal means "unsafe"; else ""."""
-    reason = _first_line_with(text, _UNSAFE_MARKERS)
-    if reason:
-        return reason
-    # "Unsupported operand N": a real pickle opcode that can build arbitrary objects (INST, OBJ,
-    # EXT...) means an unsafe file; a byte that is no pickle opcode at all means garbage.
-    match = _OPERAND_RE.search(text)
-    if match and chr(int(match.group(1))) in _PICKLE_OPCODES:
-        return f"pickle opcode {_PICKLE_OPCODES[chr(int(match.group(1)))]} is not allowed"
-    return ""
+def _scan_pickle(stream: io.BufferedIOBase) -> list[str]:
+    """Parse one pickle with :func:`pickletools.genops`; return the globals it names.
+
+    Raises:
+        _MalformedPickleError: when the bytes are not one complete, well-formed pickle.
+    """
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(stream):
+            if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                names.append(arg.replace(" ", ".").replace("\n", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif opcode.name in _STRING_OPS and isinstance(arg, (str, bytes)):
+                strings.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+    except Exception as exc:  # genops raises ValueError, EOFError, struct.error, ...
+        raise _MalformedPickleError(str(exc)) from exc
+    return names
+
+
+def _pickle_streams(path: Path) -> list[bytes]:
+    """The pickles a torch file is made of: ``*/data.pkl`` of a zip archive, else the file."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if not members:
+                    raise _MalformedPickleError("a zip archive with no data.pkl")
+                return [archive.read(n) for n in members]
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+            raise _MalformedPickleError(str(exc)) from exc
+    return [path.read_bytes()]
+
+
+def _refusal_kind(path: Path) -> tuple[str, str]:
+    """Why the weights-only loader refused ``path``: ``("unsafe", what)`` or ``("corrupt", why)``.
+
+    A well-formed pickle that the weights-only unpickler refused asked for something beyond
+    tensors and plain containers; bytes that are no pickle are damaged. The legacy torch format
+    is a run of pickles (magic number, protocol, system info, the object, storage keys) before
+    the raw storage bytes; each one that starts is parsed.
+    """
+    try:
+        names: list[str] = []
+        for data in _pickle_streams(path):
+            stream = io.BytesIO(data)
+            names += _scan_pickle(stream)
+            for _ in range(4):  # the legacy format's following pickles
+                if stream.tell() >= len(data) or data[stream.tell()] != _PICKLE_PROTO:
+                    break
+                names += _scan_pickle(stream)
+    except _MalformedPickleError as exc:
+        return "corrupt", str(exc) or "not a pickle"
+    suspicious = [n for n in names if not n.startswith(_HARMLESS_GLOBALS)]
+    if suspicious:
+        return "unsafe", "it asks for " + _preview(sorted(set(suspicious)))
+    return "unsafe", "it builds Python objects beyond tensors and plain containers"
 
 
 def _stand_ins() -> contextlib.AbstractContextManager[Any]:
@@ -342,32 +447,40 @@ def safe_torch_load(path: PathLike) -> Any:
         UnsafeWeightsError: the file would need unpickling arbitrary objects.
         CorruptWeightsError: the file is empty, truncated or not a torch file.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise WeightsNotFoundError(f"Weights file not found: {p}. Check the path.")
+    p = check_weights_path(path)
     if p.stat().st_size == 0:
         raise CorruptWeightsError(f"Weights file {p} is empty. Copy or export it again.")
     try:
         with _stand_ins():
             return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        offending = _unsafe_reason(text)
-        if offending:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        KeyError,
+        zipfile.BadZipFile,
+        struct.error,
+        AttributeError,
+        TypeError,
+        IndexError,
+    ) as exc:
+        kind, why = _refusal_kind(p)
+        if kind == "unsafe" and isinstance(exc, pickle.UnpicklingError):
             raise UnsafeWeightsError(
                 f"Refusing to load {p.name}: it holds pickled Python objects that could run code "
-                f"when loaded ({offending}). Only plain state_dicts are accepted; if you trust "
-                "the file, re-save its state_dict (torch.save(model.state_dict(), ...)) and load "
-                "that."
+                f"when loaded ({why}). Only plain state_dicts are accepted; if you trust the "
+                "file, re-save its state_dict (torch.save(model.state_dict(), ...)) and load that."
             ) from None
+        detail = why if kind == "corrupt" else _short(str(exc))
         raise CorruptWeightsError(
-            f"Weights file {p.name} is damaged or not a torch file ({_short(text)}). "
+            f"Weights file {p.name} is truncated, damaged or not a torch file ({detail}). "
             "Copy or export it again."
         ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+    except OSError as exc:
         raise CorruptWeightsError(
-            f"Weights file {p.name} is truncated, damaged or not a torch file ({_short(str(exc))})."
-            " Copy or export it again."
+            f"Weights file {p.name} cannot be read ({exc.strerror or exc}). Check the file and "
+            "its permissions, or copy it again."
         ) from exc
 
 
@@ -524,19 +637,29 @@ def save_weights(path: PathLike, model: nn.Module, metadata: WeightsMetadata) ->
             "outputs. Give one ClassSpec per output."
         )
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    sha = _write_weights(Path(path), state_dict, meta)
+    logger.info("Saved weights for %s to %s (sha256 %s).", metadata.model_name, path, sha)
+    return sha
+
+
+def _write_weights(dest: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """Write the file (temporary name, then rename) and its sidecar; return the file's sha256."""
+    meta = {**meta, "format_version": FORMAT_VERSION}
+    metadata_json = json.dumps(meta, sort_keys=True)
     payload = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "metadata_json": json.dumps(meta, sort_keys=True),
+        "metadata_json": metadata_json,
+        "metadata_sha256": metadata_sha256(metadata_json),
         "tensors_sha256": tensors_sha256(state_dict),
         "state_dict": state_dict,
     }
-    dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     try:
         torch.save(payload, tmp_name)
+        os.chmod(tmp_name, _created_file_mode())  # mkstemp makes 0600; a saved file is shared
         os.replace(tmp_name, dest)
     finally:
         if os.path.exists(tmp_name):
@@ -547,31 +670,109 @@ def save_weights(path: PathLike, model: nn.Module, metadata: WeightsMetadata) ->
         "file": dest.name,
         "sha256": sha,
         "tensors_sha256": payload["tensors_sha256"],
+        "metadata_sha256": payload["metadata_sha256"],
         "metadata": meta,
     }
     side = sidecar_path(dest)
     side_tmp = side.with_name(side.name + ".tmp")
     side_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(side_tmp, side)
-    logger.info("Saved weights for %s to %s (sha256 %s).", metadata.model_name, dest, sha)
     return sha
 
 
-def _check_sidecar(path: Path, sha: str) -> None:
+def _created_file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def upgrade_weights(path: PathLike, dest: PathLike | None = None) -> str:
+    """Re-save a verified LandFuse weights file in the current format (same tensors, metadata).
+
+    Args:
+        path: a LandFuse weights file (an older format one: it is verified first, through its
+            sidecar when it has one).
+        dest: where to write (default: over ``path``, with its sidecar).
+
+    Returns:
+        The sha256 of the written file.
+
+    Raises:
+        The errors of :func:`read_weights`.
+    """
+    state_dict, metadata, _ = read_weights(path)
+    return _write_weights(Path(dest or path), state_dict, metadata.to_dict())
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar of ``path`` as a dict, None when there is none."""
     side = sidecar_path(path)
     if not side.is_file():
-        return
+        return None
     try:
-        recorded = json.loads(side.read_text(encoding="utf-8")).get("sha256")
-    except (OSError, ValueError, AttributeError) as exc:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
         raise CorruptWeightsError(
             f"The sidecar {side.name} is unreadable ({exc}). Delete it or export the weights again."
         ) from exc
+    if not isinstance(data, dict):
+        raise CorruptWeightsError(
+            f"The sidecar {side.name} is not a LandFuse sidecar. Delete it or export the weights "
+            "again."
+        )
+    return data
+
+
+def _check_sidecar(path: Path, sha: str) -> dict[str, Any] | None:
+    """Compare the file's sha256 with its sidecar's; return the sidecar (None when absent)."""
+    sidecar = _read_sidecar(path)
+    recorded = sidecar.get("sha256") if sidecar else None
     if recorded and recorded != sha:
         raise CorruptWeightsError(
             f"{path.name} does not match its sidecar: sha256 is {sha}, the sidecar records "
             f"{recorded}. The file was damaged or replaced; copy or export it again."
         )
+    return sidecar
+
+
+def _differences(a: Any, b: Any, where: str = "") -> list[str]:
+    """Paths (``classes[2].name``) at which two JSON values differ."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            sub = f"{where}.{key}" if where else str(key)
+            out += _differences(a.get(key), b.get(key), sub) if key in a and key in b else [sub]
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += _differences(x, y, f"{where}[{i}]")
+        return out
+    return [] if a == b else [where or "(all)"]
+
+
+def _compare_with_sidecar(
+    path: Path, sidecar: Mapping[str, Any], meta_dict: Mapping[str, Any], tensors_digest: str
+) -> None:
+    """Refuse a sidecar whose metadata or tensor digest disagrees with the file's own."""
+    side = sidecar_path(path).name
+    recorded_tensors = sidecar.get("tensors_sha256")
+    if recorded_tensors and recorded_tensors != tensors_digest:
+        raise CorruptWeightsError(
+            f"{side} records other tensors than {path.name} holds (tensors_sha256 differs): the "
+            "two do not belong together. Copy the weights file and its sidecar again, together."
+        )
+    recorded_meta = sidecar.get("metadata")
+    if isinstance(recorded_meta, Mapping):
+        diff = _differences(_jsonable(dict(meta_dict)), _jsonable(dict(recorded_meta)))
+        if diff:
+            raise CorruptWeightsError(
+                f"{side} disagrees with the metadata inside {path.name} on {_preview(diff)}: one "
+                "of the two was edited after the weights were written, so LandFuse cannot tell "
+                "which class names, bands or normalisation are right. Restore the original pair, "
+                "or delete the sidecar to use the file's own metadata."
+            )
 
 
 def _is_project_file(obj: Any) -> bool:
@@ -579,7 +780,10 @@ def _is_project_file(obj: Any) -> bool:
 
 
 def _parse_project_file(
-    obj: Mapping[str, Any], path: Path
+    obj: Mapping[str, Any],
+    path: Path,
+    sidecar: Mapping[str, Any] | None = None,
+    warn: WarnCallback | None = None,
 ) -> tuple[dict[str, torch.Tensor], WeightsMetadata]:
     version = obj.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -587,12 +791,25 @@ def _parse_project_file(
             f"{path.name} uses weights format version {version!r}; this LandFuse reads up to "
             f"{FORMAT_VERSION}. Update LandFuse."
         )
-    try:
-        meta_dict = json.loads(obj["metadata_json"])
-    except (KeyError, TypeError, ValueError) as exc:
+    metadata_json = obj.get("metadata_json")
+    if not isinstance(metadata_json, str):
         raise CorruptWeightsError(
-            f"{path.name} has no readable metadata ({exc!r}). Export the weights again."
+            f"{path.name} has no readable metadata. Export the weights again."
+        )
+    if version >= 2 and obj.get("metadata_sha256") != metadata_sha256(metadata_json):
+        raise CorruptWeightsError(
+            f"The metadata inside {path.name} (class names, bands, normalisation) does not match "
+            "the digest recorded when the file was written: it was edited or damaged. Copy the "
+            "original file again or export the weights again from the training run."
+        )
+    try:
+        meta_dict = json.loads(metadata_json)
+    except ValueError as exc:
+        raise CorruptWeightsError(
+            f"{path.name} has no readable metadata ({exc}). Export the weights again."
         ) from exc
+    if not isinstance(meta_dict, dict):
+        raise CorruptWeightsError(f"{path.name} has no readable metadata. Export it again.")
     metadata = WeightsMetadata.from_dict(meta_dict)
     state_dict = obj.get("state_dict")
     if not isinstance(state_dict, Mapping) or not all(
@@ -600,45 +817,68 @@ def _parse_project_file(
     ):
         raise CorruptWeightsError(f"{path.name} holds no valid state_dict. Export it again.")
     recorded = obj.get("tensors_sha256")
-    if recorded is not None and recorded != tensors_sha256(state_dict):
+    digest = tensors_sha256(state_dict)
+    if recorded is not None and recorded != digest:
         raise CorruptWeightsError(
             f"The tensors in {path.name} do not match the digest recorded when it was written: "
             "the file is damaged. Copy or export it again."
         )
+    if sidecar is not None:
+        _compare_with_sidecar(path, sidecar, meta_dict, digest)
+    elif version < 2:
+        message = (
+            f"{path.name} is a format-{version} weights file without its sidecar "
+            f"{sidecar_path(path).name}: its class names and normalisation are covered by no "
+            "checksum, so an edit to them would go unnoticed. Keep the sidecar beside the file, "
+            "or save the weights again with this LandFuse (format 2 carries its own digest)."
+        )
+        (warn or _log_warning)(UNVERIFIED, message)
     return dict(state_dict), metadata
 
 
-def read_weights(path: PathLike) -> tuple[dict[str, torch.Tensor], WeightsMetadata, str]:
+def _log_warning(code: str, message: str) -> None:
+    logger.warning("%s: %s", code, message)
+
+
+def read_weights(
+    path: PathLike, warn: WarnCallback | None = None
+) -> tuple[dict[str, torch.Tensor], WeightsMetadata, str]:
     """Read and verify a LandFuse weights file.
 
     Args:
         path: the file.
+        warn: ``warn(code, message)`` for findings that do not stop the load (an unverifiable
+            format-1 file: :data:`UNVERIFIED`); default: log them.
 
     Returns:
         ``(state_dict, metadata, sha256 of the file)``.
 
     Raises:
-        WeightsNotFoundError: the file does not exist.
+        WeightsNotFoundError: the file does not exist (or is a folder, or a sidecar).
         UnsafeWeightsError: the file would need unpickling arbitrary objects.
-        CorruptWeightsError: truncated, unreadable, or sha256 / digest mismatch.
+        CorruptWeightsError: truncated, unreadable, sha256 / digest mismatch, or a sidecar that
+            disagrees with the file.
         WeightsMismatchError: the file is not a LandFuse weights file (e.g. a published
             reference checkpoint: use :func:`load_model` with ``model_name``).
     """
     p = Path(path)
     sha = file_sha256(p)
-    _check_sidecar(p, sha)
+    sidecar = _check_sidecar(p, sha)
     obj = safe_torch_load(p)
     if not _is_project_file(obj):
         raise WeightsMismatchError(
             f"{p.name} is not a LandFuse weights file (no LandFuse metadata). If it is a "
             "published reference checkpoint, load it with load_model(path, model_name=...)."
         )
-    state_dict, metadata = _parse_project_file(obj, p)
+    state_dict, metadata = _parse_project_file(obj, p, sidecar, warn)
     return state_dict, metadata, sha
 
 
 def load_model(
-    path: PathLike, model_name: str | None = None, device: str | torch.device = "cpu"
+    path: PathLike,
+    model_name: str | None = None,
+    device: str | torch.device = "cpu",
+    warn: WarnCallback | None = None,
 ) -> tuple[nn.Module, WeightsMetadata, str]:
     """Build the network a weights file belongs to, load the weights, and switch to eval mode.
 
@@ -651,6 +891,8 @@ def load_model(
         model_name: the registry model the file must be for (required for reference
             checkpoints; for LandFuse files it is checked against the metadata).
         device: where to put the model.
+        warn: ``warn(code, message)`` for findings that do not stop the load (see
+            :func:`read_weights`).
 
     Returns:
         ``(model in eval mode, metadata, sha256 of the file)``.
@@ -662,10 +904,10 @@ def load_model(
     """
     p = Path(path)
     sha = file_sha256(p)
-    _check_sidecar(p, sha)
+    sidecar = _check_sidecar(p, sha)
     obj = safe_torch_load(p)
     if _is_project_file(obj):
-        state_dict, metadata = _parse_project_file(obj, p)
+        state_dict, metadata = _parse_project_file(obj, p, sidecar, warn)
         if model_name is not None and model_name != metadata.model_name:
             raise WeightsMismatchError(
                 f"{p.name} holds weights for {metadata.model_name!r}, not {model_name!r}. "
@@ -686,6 +928,12 @@ def load_model(
                 "checkpoint, say which model it is for (model_name=...)."
             )
         spec = get_model_spec(model_name)
+        if not isinstance(obj, Mapping):
+            raise WeightsMismatchError(
+                f"{p.name} holds a {type(obj).__name__}, not a state_dict (a dict of named "
+                "tensors): it is no weights file for any network. Save the model with "
+                "torch.save(model.state_dict(), ...) or give a LandFuse weights file."
+            )
         model = spec.build()
         official = _official_loader(spec.architecture)
         official(model, obj)

@@ -22,14 +22,18 @@ from landfuse.models.errors import (
 from landfuse.models.registry import ClassSpec, get_model_spec
 from landfuse.models.weights import (
     FORMAT_NAME,
+    UNVERIFIED,
     WeightsMetadata,
+    check_weights_path,
     file_sha256,
     load_model,
+    metadata_sha256,
     read_weights,
     safe_torch_load,
     save_weights,
     sidecar_path,
     tensors_sha256,
+    upgrade_weights,
 )
 
 pytestmark = pytest.mark.unit
@@ -143,6 +147,7 @@ def test_file_whose_tensors_do_not_fit_its_model_is_refused(
     meta = json.loads(raw["metadata_json"])
     meta["config"]["in_channels"] = 13  # another model's configuration
     raw["metadata_json"] = json.dumps(meta)
+    raw["metadata_sha256"] = metadata_sha256(raw["metadata_json"])  # a well-formed file
     bad = tmp_path / "bad.pt"
     torch.save(raw, bad)
     with pytest.raises(WeightsMismatchError, match=r"net\.net\.conv1\.weight"):
@@ -349,3 +354,160 @@ def test_tensor_digest_is_sensitive_to_values_and_names() -> None:
     assert tensors_sha256(changed) != digest
     assert tensors_sha256({"b": state["a"], "n": state["n"]}) != digest
     assert tensors_sha256({"a": state["a"].to(torch.bfloat16), "n": state["n"]}) != digest
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 11: metadata covered by a digest, sidecar disagreements, unverifiable old files, paths
+# that are not weights files, checkpoints that hold no state_dict, and the unsafe/damaged split
+# decided by parsing the pickle rather than by torch's wording.
+# --------------------------------------------------------------------------------------------
+
+
+def _edited_metadata_file(path: Path, dest: Path, rename: str) -> Path:
+    raw = torch.load(path, weights_only=True)
+    meta = json.loads(raw["metadata_json"])
+    meta["classes"][1]["name"] = rename
+    raw["metadata_json"] = json.dumps(meta, sort_keys=True)
+    torch.save(raw, dest)
+    return dest
+
+
+def test_edited_class_name_inside_the_file_is_refused_without_a_sidecar(
+    tmp_path: Path, saved: tuple[Path, AMFNet, str]
+) -> None:
+    path, _, _ = saved
+    edited = _edited_metadata_file(path, tmp_path / "edited.pt", "Swimming pool")
+    assert not sidecar_path(edited).exists()
+    for load in (read_weights, load_model):
+        with pytest.raises(CorruptWeightsError, match=r"metadata inside edited\.pt.*edited"):
+            load(edited)
+
+
+def test_sidecar_whose_metadata_was_edited_is_reported_by_field(
+    tmp_path: Path, saved: tuple[Path, AMFNet, str]
+) -> None:
+    path, _, _ = saved
+    copy = _copy(path, tmp_path / "pair.pt")
+    side = json.loads(sidecar_path(path).read_text())
+    side["metadata"]["classes"][1]["name"] = "Edited"
+    side["metadata"]["modalities"][0]["normalisation"] = "none"
+    sidecar_path(copy).write_text(json.dumps(side))
+    with pytest.raises(CorruptWeightsError, match=r"classes\[1\]\.name") as info:
+        read_weights(copy)
+    assert "modalities[0].normalisation" in str(info.value)
+    assert "delete the sidecar" in str(info.value)
+    # A sidecar from other weights (same sha256 field edited to match) is caught on tensors.
+    side = json.loads(sidecar_path(path).read_text())
+    side["tensors_sha256"] = "0" * 64
+    sidecar_path(copy).write_text(json.dumps(side))
+    with pytest.raises(CorruptWeightsError, match="tensors_sha256"):
+        load_model(copy)
+
+
+def _as_format_1(path: Path, dest: Path) -> Path:
+    raw = torch.load(path, weights_only=True)
+    raw["format_version"] = 1
+    del raw["metadata_sha256"]
+    torch.save(raw, dest)
+    return dest
+
+
+def test_format_1_file_without_sidecar_loads_with_a_warning(
+    tmp_path: Path, saved: tuple[Path, AMFNet, str]
+) -> None:
+    path, model, _ = saved
+    old = _as_format_1(path, tmp_path / "old.pt")
+    seen: list[tuple[str, str]] = []
+    state, _, _ = read_weights(old, warn=lambda code, msg: seen.append((code, msg)))
+    assert torch.equal(state["net.net.conv1.weight"], model.state_dict()["net.net.conv1.weight"])
+    assert [c for c, _ in seen] == [UNVERIFIED]
+    assert "no checksum" in seen[0][1] and "sidecar" in seen[0][1]
+    # With a sidecar that records its sha256 the file is verified: no warning.
+    sidecar = json.loads(sidecar_path(path).read_text())
+    sidecar["sha256"] = file_sha256(old)
+    sidecar_path(old).write_text(json.dumps(sidecar))
+    seen.clear()
+    load_model(old, warn=lambda code, msg: seen.append((code, msg)))
+    assert seen == []
+
+
+def test_upgrade_rewrites_an_old_file_as_format_2_with_the_same_tensors(
+    tmp_path: Path, saved: tuple[Path, AMFNet, str]
+) -> None:
+    path, _, _ = saved
+    old = _as_format_1(path, tmp_path / "old.pt")
+    new = tmp_path / "new.pt"
+    sha = upgrade_weights(old, new)
+    raw = torch.load(new, weights_only=True)
+    assert raw["format_version"] == 2
+    assert raw["metadata_sha256"] == metadata_sha256(raw["metadata_json"])
+    assert raw["tensors_sha256"] == tensors_sha256(
+        torch.load(path, weights_only=True)["state_dict"]
+    )
+    assert json.loads(sidecar_path(new).read_text())["sha256"] == sha == file_sha256(new)
+    seen: list[str] = []
+    read_weights(new, warn=lambda code, msg: seen.append(code))
+    assert seen == []
+
+
+def test_folder_and_sidecar_given_as_weights_say_which_file_to_give(
+    tmp_path: Path, saved: tuple[Path, AMFNet, str]
+) -> None:
+    path, _, _ = saved
+    folder = tmp_path / "weights_folder"
+    folder.mkdir()
+    _copy(path, folder / "mine.pt")
+    with pytest.raises(WeightsNotFoundError, match=r"is a folder.*mine\.pt"):
+        load_model(folder)
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    with pytest.raises(WeightsNotFoundError, match=r"holds no \.pt"):
+        read_weights(empty)
+    with pytest.raises(WeightsNotFoundError, match=r"sidecar of the weights file amfnet_small\.pt"):
+        load_model(sidecar_path(path))
+    # A stray sidecar whose weights file is gone is still recognised by its content.
+    stray = tmp_path / "gone.pt.json"
+    stray.write_text(sidecar_path(path).read_text())
+    with pytest.raises(WeightsNotFoundError, match="sidecar"):
+        check_weights_path(stray)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [torch.zeros(3, 3), [torch.zeros(2), torch.ones(2)], {"epoch": 3}],
+    ids=["bare_tensor", "list_of_tensors", "dict_without_tensors"],
+)
+def test_checkpoint_without_a_state_dict_is_a_mismatch_not_a_traceback(
+    tmp_path: Path, content: Any
+) -> None:
+    bad = tmp_path / "odd.pt"
+    torch.save(content, bad)
+    for name in ("amfnet_rgb_levir", "amm_fusenet_s2_s1_hunan"):
+        with pytest.raises(WeightsMismatchError, match="state_dict"):
+            load_model(bad, model_name=name)
+
+
+def test_unsafe_or_damaged_is_decided_by_the_pickle_not_by_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved: tuple[Path, AMFNet, str]
+) -> None:
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": _CreatesFile(marker)}, evil)
+    legacy = tmp_path / "evil_legacy.pt"
+    torch.save({"x": _CreatesFile(marker)}, legacy, _use_new_zipfile_serialization=False)
+    garbage = _copy(saved[0], tmp_path / "garbage.pt", b"\x00\xffnot a pickle at all" * 20)
+    real_load = torch.load
+
+    def reworded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_load(*args, **kwargs)
+        except pickle.UnpicklingError:  # a future torch that words every refusal differently
+            raise pickle.UnpicklingError("Weights only load failed. Some other wording.") from None
+
+    monkeypatch.setattr(torch, "load", reworded)
+    for path in (evil, legacy):
+        with pytest.raises(UnsafeWeightsError, match=r"builtins\.open|io\.open"):
+            safe_torch_load(path)
+    with pytest.raises(CorruptWeightsError, match="damaged"):
+        safe_torch_load(garbage)
+    assert not marker.exists()
