@@ -1,13 +1,28 @@
 """Match a raster's bands to a model's named bands (B01…B12, B8A, VV, VH, DEM, R, G, B…).
 
-Used by the dock to pre-fill its band mapping and to show a mismatch before a run. Names are
+One resolver for every surface (issue 11: the command line fed a B12…B01 stack in file order
+while Processing reordered it by description). :func:`resolve_bands` decides, for the files of
+one modality, which file band goes into each model band and *how* it was matched:
+
+1. an explicit selection (numbers or names) is taken as given, in the order given;
+2. otherwise by name, when the band descriptions name every model band (in any order, across
+   any number of files; a band named twice is an error);
+3. otherwise by position, when the files hold exactly as many bands as the model needs and no
+   description contradicts the position (a band described "B04" in the slot of B02): the
+   result says so, and the engine turns it into a warning;
+4. otherwise an error that says which bands are missing and how to choose them.
+
+:func:`suggest_band_mapping` (the dock's table) follows the same rules for one file. Names are
 compared after normalisation, so "B8A", "b8a", "B08A", "S2_B8A" and "Band 8A" all match "B8A",
-and "B2" matches "B02".
+and "B2" matches "B02"; a description that is only a number ("Band 3", "3") is a position, not
+a name.
 """
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from .errors import BandMismatchError
 
 _PREFIXES = re.compile(r"^(?:sentinel[-_ ]?[12][ab]?|s[12][ab]?|band)[-_ ]*", re.IGNORECASE)
 _S2_BAND = re.compile(r"^b0*(\d{1,2})(a?)$")
@@ -86,28 +101,219 @@ class BandMapping:
         return ""
 
 
+_POSITIONAL = re.compile(r"^(?:band)?[\s_-]*\d+$", re.IGNORECASE)
+
+
+def band_name_of(description: str) -> str:
+    """The canonical band name a description gives, or "" when it names no band.
+
+    Empty descriptions and bare numbers ("3", "Band 3", "band_3": positions, as QGIS and GDAL
+    number bands) name nothing.
+    """
+    text = (description or "").strip()
+    if not text or _POSITIONAL.match(text):
+        return ""
+    return normalise_band_name(text)
+
+
+def _contradicts_position(names: Sequence[str], wanted: Sequence[str]) -> List[Tuple[int, str]]:
+    """Positions (1-based) whose description names another model band than the one there."""
+    wanted_set = set(wanted)
+    return [
+        (position, name)
+        for position, (name, target) in enumerate(zip(names, wanted), start=1)
+        if name and name in wanted_set and name != target
+    ]
+
+
 def suggest_band_mapping(descriptions: Sequence[str], model_bands: Sequence[str]) -> BandMapping:
-    """Choose raster bands for the model's bands.
+    """Choose raster bands for the model's bands (the rules of :func:`resolve_bands`).
 
     By description when the raster's band descriptions name the model's bands; otherwise, when
-    the band counts are equal, band i for model band i; otherwise what can be matched.
+    the band counts are equal and no description contradicts it, band i for model band i;
+    otherwise what can be matched by name (the rest is missing).
 
     Args:
         descriptions: The raster's band descriptions in band order ("" when a band has none).
         model_bands: The model's band names for this modality, in the model's order.
 
     Returns:
-        The suggested :class:`BandMapping`.
+        The suggested :class:`BandMapping` (``by_description`` False: matched by position).
     """
     wanted = [normalise_band_name(b) for b in model_bands]
+    names = [band_name_of(text) for text in descriptions]
     have: Dict[str, int] = {}
-    for index, text in enumerate(descriptions, start=1):
-        key = normalise_band_name(text)
+    for index, key in enumerate(names, start=1):
         if key and key not in have:
             have[key] = index
     by_name = tuple(have.get(w) for w in wanted)
     if all(i is not None for i in by_name):
         return BandMapping(tuple(model_bands), by_name, True)
-    if len(descriptions) == len(model_bands) and not any(by_name):
+    if len(descriptions) == len(model_bands) and not _contradicts_position(names, wanted):
         return BandMapping(tuple(model_bands), tuple(range(1, len(model_bands) + 1)), False)
     return BandMapping(tuple(model_bands), by_name, True)
+
+
+BandRef = Union[int, str]
+
+
+@dataclass(frozen=True)
+class FileBands:
+    """What the resolver knows of one file of a modality.
+
+    Attributes:
+        path: The file (for messages).
+        descriptions: Its band descriptions in band order ("" when absent).
+        selection: An explicit selection (1-based numbers or band names); empty: none.
+    """
+
+    path: str
+    descriptions: Tuple[str, ...]
+    selection: Tuple[BandRef, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """Number of bands in the file."""
+        return len(self.descriptions)
+
+
+#: How a model band was matched: chosen by the user, by its name, or by its position.
+MATCHED_EXPLICITLY, MATCHED_BY_NAME, MATCHED_BY_POSITION = "explicit", "name", "position"
+
+
+@dataclass(frozen=True)
+class ResolvedBands:
+    """The file band of each model band, and how it was matched.
+
+    Attributes:
+        model_bands: The model's band names, in network order.
+        choices: For each model band, ``(file index, 1-based band)``.
+        how: ``"explicit"``, ``"name"`` or ``"position"`` (one rule serves the whole modality).
+    """
+
+    model_bands: Tuple[str, ...]
+    choices: Tuple[Tuple[int, int], ...]
+    how: str
+
+    def per_file(self, file_count: int) -> Tuple[Tuple[int, ...], ...]:
+        """Bands read from each file, in network order within the file."""
+        return tuple(
+            tuple(band for index, band in self.choices if index == file)
+            for file in range(file_count)
+        )
+
+    def read_order(self, file_count: int) -> Tuple[int, ...]:
+        """For each model band, its position in the bands as read (files in order, each file's
+        bands as :meth:`per_file` lists them); the identity when no reordering is needed."""
+        positions: Dict[Tuple[int, int], int] = {}
+        for file, bands in enumerate(self.per_file(file_count)):
+            for band in bands:
+                positions[(file, band)] = len(positions)
+        return tuple(positions[choice] for choice in self.choices)
+
+
+def _explicit(files: Sequence[FileBands], model_bands: Sequence[str]) -> ResolvedBands:
+    choices: List[Tuple[int, int]] = []
+    for index, item in enumerate(files):
+        if not item.selection:
+            choices += [(index, band) for band in range(1, item.count + 1)]
+            continue
+        lookup: Dict[str, int] = {}
+        for band, text in enumerate(item.descriptions, start=1):
+            name = band_name_of(text)
+            if name:
+                lookup.setdefault(name, band)
+        for ref in item.selection:
+            if isinstance(ref, str) and ref.strip().isdigit():
+                ref = int(ref.strip())
+            if isinstance(ref, int):
+                if not 1 <= ref <= item.count:
+                    raise BandMismatchError(
+                        f"{item.path} has {item.count} band(s); band {ref} does not exist "
+                        "(bands count from 1)."
+                    )
+                choices.append((index, ref))
+                continue
+            found = lookup.get(normalise_band_name(ref))
+            if found is None:
+                named = ", ".join(d for d in item.descriptions if d) or "none"
+                raise BandMismatchError(
+                    f"{item.path} has no band described as '{ref}' (descriptions: {named}); "
+                    "select bands by number instead, e.g. 1,2,3."
+                )
+            choices.append((index, found))
+    return ResolvedBands(tuple(model_bands), tuple(choices), MATCHED_EXPLICITLY)
+
+
+def resolve_bands(files: Sequence[FileBands], model_bands: Sequence[str]) -> ResolvedBands:
+    """Decide which file band feeds each model band (the rules in the module docstring).
+
+    Args:
+        files: The files of one modality, in the order given.
+        model_bands: The model's band names for this modality, in network order.
+
+    Returns:
+        The :class:`ResolvedBands`. An explicit selection may give another number of bands
+        than the model needs: the caller checks the count and says what to do.
+
+    Raises:
+        BandMismatchError: for a band named twice, a description that contradicts the
+            position, or bands that cannot be matched at all.
+    """
+    wanted = [normalise_band_name(b) for b in model_bands]
+    if any(item.selection for item in files):
+        return _explicit(files, model_bands)
+    pool = [
+        (index, band, band_name_of(text))
+        for index, item in enumerate(files)
+        for band, text in enumerate(item.descriptions, start=1)
+    ]
+    located: Dict[str, List[Tuple[int, int]]] = {}
+    for index, band, name in pool:
+        if name:
+            located.setdefault(name, []).append((index, band))
+    if all(w in located for w in wanted):
+        twice = [w for w in wanted if len(located[w]) > 1]
+        if twice:
+            where = "; ".join(
+                f"{model_bands[wanted.index(w)]}: "
+                + ", ".join(f"{files[i].path} band {b}" for i, b in located[w])
+                for w in twice
+            )
+            raise BandMismatchError(
+                f"Several bands are described as the same model band ({where}); give each band "
+                "once, or select the bands explicitly."
+            )
+        choices = tuple(located[w][0] for w in wanted)
+        return ResolvedBands(tuple(model_bands), choices, MATCHED_BY_NAME)
+    names = [name for _, _, name in pool]
+    if len(pool) == len(wanted):
+        contradictions = _contradicts_position(names, wanted)
+        if contradictions:
+            shown = ", ".join(
+                f"band {position} is described as {name} but would feed {model_bands[position - 1]}"
+                for position, name in contradictions[:4]
+            )
+            missing = [model_bands[i] for i, w in enumerate(wanted) if w not in located]
+            repeated = sorted({n for n in names if n and names.count(n) > 1})
+            twice = (
+                f"; {', '.join(repeated)} {'is' if len(repeated) == 1 else 'are'} described more "
+                "than once"
+                if repeated
+                else ""
+            )
+            raise BandMismatchError(
+                f"The band descriptions do not fit the model's band order ({shown}{twice}), and "
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not named by any "
+                "band, so the bands can be matched neither by name nor by position. Select "
+                "the bands in the model's order explicitly, or fix the descriptions."
+            )
+        choices = tuple((index, band) for index, band, _ in pool)
+        return ResolvedBands(tuple(model_bands), choices, MATCHED_BY_POSITION)
+    missing = [model_bands[i] for i, w in enumerate(wanted) if w not in located]
+    total = len(pool)
+    raise BandMismatchError(
+        f"The model needs {len(wanted)} bands ({', '.join(model_bands)}); the file(s) hold "
+        f"{total}, and no band is described as {', '.join(missing)}. Select the bands in the "
+        "model's order (by number or by name), or give the files of exactly those bands."
+    )

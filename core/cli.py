@@ -7,7 +7,11 @@ by :mod:`landfuse.core.train_cli` when it is present (its ``register(subparsers)
 whose ``func(args) -> int`` default is called).
 
 Exit status: 0 success, 2 bad input or a problem the user can fix (the message says what to do),
-3 cancelled (Ctrl-C), 1 unexpected error (a traceback is printed; please report it).
+3 cancelled (Ctrl-C, SIGINT or SIGTERM: the run stops cleanly and leaves no file behind;
+:mod:`landfuse.core.signals`), 1 unexpected error (a traceback is printed; please report it).
+Warnings the user must read before trusting a map (bands matched by position, input values
+unlike the model's) are printed as ``landfuse: warning: ...`` lines on standard error and kept
+in the run report.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import argparse
 import importlib
 import logging
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Optional, Sequence, TextIO
 
 from .errors import EXIT_OK, LandFuseError, RequestError, exit_code_for
+from .memory import format_bytes
 from .requests import (
     DEVICE_CHOICES,
     NORMALISATION_CHOICES,
@@ -31,6 +37,7 @@ from .requests import (
     ModalityInput,
     RasterSource,
 )
+from .signals import StopOnSignal, stop_requested
 
 logger = logging.getLogger(__name__)
 
@@ -383,19 +390,28 @@ def _execute(request: Any, args: argparse.Namespace) -> int:
     from . import engine  # torch is imported only when something is computed
 
     if args.validate_only:
-        summary = engine.validate(request)
+        summary = engine.validate(request, warn=_print_warning)
         if args.json:
             _say(json.dumps(summary, indent=2))
         else:
+            memory = summary.get("memory") or {}
+            need = memory.get("estimate_bytes")
+            free = memory.get("available_host_bytes")
+            room = (
+                f" Needs about {format_bytes(need)} of memory"
+                + (f" ({format_bytes(free)} free)." if free else ".")
+                if need
+                else ""
+            )
             _say(
                 f"OK: {summary['tiles']} tiles of {summary['tile']} px on a "
                 f"{summary['grid']['width']}x{summary['grid']['height']} grid, "
-                f"{summary['device']} ({summary['precision']})."
+                f"{summary['device']} ({summary['precision']}).{room}"
             )
         return EXIT_OK
     bar = None if args.quiet else ProgressBar(sys.stderr)
     try:
-        result = engine.run(request, progress=bar)
+        result = engine.run(request, progress=bar, cancel=stop_requested, warn=_print_warning)
     finally:
         if bar is not None:
             bar.close()
@@ -405,6 +421,12 @@ def _execute(request: Any, args: argparse.Namespace) -> int:
         for key, path in result.outputs.items():
             _say(f"{key}: {path}")
     return EXIT_OK
+
+
+def _print_warning(warning: Any) -> None:
+    """Print a run warning on standard error (after the progress line, if one is drawn)."""
+    sys.stderr.write(f"\nlandfuse: warning: {warning.message}\n")
+    sys.stderr.flush()
 
 
 def _say(text: str) -> None:
@@ -424,20 +446,52 @@ def _list_models(args: argparse.Namespace) -> int:
 
 
 class ProgressBar:
-    """A progress bar on a terminal, or a line every 10 % when the stream is not a terminal.
+    """A progress bar on a terminal; elsewhere (a log file, a pipe) a line at least every few
+    seconds.
+
+    Off a terminal a line is written at every tenth of the work, at every change of stage, and
+    whenever :data:`HEARTBEAT_S` seconds passed since the last line, so a log shows within
+    seconds that the run is alive; a timer thread writes the same line again when a single
+    batch takes longer than that.
 
     Args:
         stream: Where to draw (standard error).
         width: Bar width in characters.
+        heartbeat_s: Longest silence off a terminal, in seconds.
     """
 
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
+    HEARTBEAT_S = 5.0
+
+    def __init__(self, stream: TextIO, width: int = 30, heartbeat_s: Optional[float] = None):
         self.stream = stream
         self.width = width
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.heartbeat_s = self.HEARTBEAT_S if heartbeat_s is None else float(heartbeat_s)
         self._last_step = -1
+        self._last_stage = ""
+        self._last_line = ""
+        self._last_write = time.monotonic()
         self._drawn = False
         self._started = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer: Optional[threading.Thread] = None
+        if not self.tty and self.heartbeat_s > 0:
+            self._timer = threading.Thread(target=self._beat, name="landfuse-progress", daemon=True)
+            self._timer.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s / 2):
+            with self._lock:
+                silent = time.monotonic() - self._last_write
+                if self._last_line and silent >= self.heartbeat_s:
+                    elapsed = _duration(time.monotonic() - self._started)
+                    self._write(f"{self._last_line} (still working, {elapsed} elapsed)\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+        self._last_write = time.monotonic()
 
     def __call__(self, progress: Any) -> None:
         """Draw one :class:`~landfuse.core.runner.Progress` update."""
@@ -447,25 +501,31 @@ class ProgressBar:
             f" {progress.tiles_done}/{progress.tiles_total} tiles" if progress.tiles_total else ""
         )
         left = f", {_duration(eta)} left" if eta is not None and fraction < 1.0 else ""
-        if self.tty:
-            filled = round(fraction * self.width)
-            bar = "#" * filled + "-" * (self.width - filled)
-            text = f"\r[{bar}] {fraction * 100:5.1f}%{tiles}{left} {progress.message[:40]:<40}"
-            self.stream.write(text)
-            self._drawn = True
-        else:
-            step = int(fraction * 10)
-            if step == self._last_step and progress.stage == "infer":
+        with self._lock:
+            if self.tty:
+                filled = round(fraction * self.width)
+                bar = "#" * filled + "-" * (self.width - filled)
+                message = progress.message[:40]
+                self._write(f"\r[{bar}] {fraction * 100:5.1f}%{tiles}{left} {message:<40}")
+                self._drawn = True
                 return
-            self._last_step = step
-            self.stream.write(f"{fraction * 100:5.1f}%{tiles}{left}: {progress.message}\n")
-        self.stream.flush()
+            step = int(fraction * 10)
+            line = f"{fraction * 100:5.1f}%{tiles}{left}: {progress.message}"
+            quiet_for = time.monotonic() - self._last_write
+            same = step == self._last_step and progress.stage == self._last_stage
+            self._last_line = line
+            if same and quiet_for < self.heartbeat_s:
+                return
+            self._last_step, self._last_stage = step, progress.stage
+            self._write(line + "\n")
 
     def close(self) -> None:
-        """End the bar's line."""
+        """End the bar's line and stop the heartbeat."""
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join(timeout=1.0)
         if self.tty and self._drawn:
-            self.stream.write(f"\n{_duration(time.monotonic() - self._started)} elapsed\n")
-            self.stream.flush()
+            self._write(f"\n{_duration(time.monotonic() - self._started)} elapsed\n")
 
 
 def _duration(seconds: float) -> str:
@@ -482,7 +542,8 @@ def _duration(seconds: float) -> str:
 def _report_error(error: BaseException, stream: TextIO) -> None:
     code = exit_code_for(error)
     if code == 3:
-        stream.write("landfuse: cancelled; no output was written.\n")
+        detail = str(error) if isinstance(error, LandFuseError) and str(error) else ""
+        stream.write(f"landfuse: cancelled: {detail or 'no output was written.'}\n")
     elif code == 2:
         stream.write(f"landfuse: error: {error}\n")
     else:
@@ -509,15 +570,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # GDAL's own error lines (rasterio logs them) repeat, in GDAL's words, what the error
+        # message below says; with --verbose they are shown.
+        logging.getLogger("rasterio").setLevel(logging.CRITICAL)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    stop = StopOnSignal()
+    on_main_thread = threading.current_thread() is threading.main_thread()
     try:
+        if on_main_thread:
+            stop.install()
         return int(func(args) or EXIT_OK)
     except (Exception, KeyboardInterrupt) as error:
         _report_error(error, sys.stderr)
         return exit_code_for(error)
+    finally:
+        if on_main_thread:
+            stop.restore()
 
 
 if __name__ == "__main__":

@@ -34,9 +34,18 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
+from .band_mapping import MATCHED_BY_POSITION, FileBands, resolve_bands
 from .errors import InputError
-from .raster import Grid, choose_reference, inspect_raster, open_aligned, select_bands
+from .raster import (
+    Grid,
+    SourceInfo,
+    choose_reference,
+    inspect_raster,
+    open_aligned,
+    select_bands,
+)
 from .requests import RasterSource
+from .run_warnings import BANDS_BY_POSITION, RunWarning
 from .tiling import axis_starts
 
 logger = logging.getLogger(__name__)
@@ -424,7 +433,7 @@ def _with_validity(sample: RawSample, ignore_index: int) -> RawSample:
 InputLike = Union[str, Path, RasterSource, Sequence[Union[str, Path, RasterSource]]]
 
 
-def _as_sources(value: InputLike) -> tuple[RasterSource, ...]:
+def as_sources(value: InputLike) -> tuple[RasterSource, ...]:
     """One input as the engine's raster sources (a path, a source, or several of them)."""
     if isinstance(value, (str, Path, RasterSource)):
         value = (value,)
@@ -465,7 +474,7 @@ class RasterScene:
     @property
     def title(self) -> str:
         """The scene's name for messages."""
-        return self.name or Path(_as_sources(self.inputs[0])[0].path).stem
+        return self.name or Path(as_sources(self.inputs[0])[0].path).stem
 
 
 def chip_windows(width: int, height: int, chip_size: int, stride: int) -> list[Window]:
@@ -643,6 +652,7 @@ class _OpenPlan:
     sources: tuple[RasterSource, ...]
     bands: tuple[tuple[int, ...], ...]
     resampling: str
+    order: Optional[tuple[int, ...]] = None
 
 
 class RasterChipDataset(LabelledDataset):
@@ -667,6 +677,12 @@ class RasterChipDataset(LabelledDataset):
         nearest_inputs: Indexes of inputs resampled with nearest (e.g. a categorical layer).
         ignore_index: Label value of unlabelled pixels.
         preload: Read every scene's inputs into memory once (fast epochs, more memory).
+        band_names: The model's band names of each input, in network order: the files' bands
+            are then matched to them by the engine's resolver
+            (:func:`landfuse.core.band_mapping.resolve_bands`: explicit selection, else by
+            description, else by position), so a model learns the bands in the order it will
+            be given them when mapping. Bands matched by position are listed in
+            :attr:`warnings`. Empty: every band of every file, in file order.
 
     Raises:
         DatasetError: A vector cannot be read, or no chip has labels.
@@ -682,6 +698,7 @@ class RasterChipDataset(LabelledDataset):
         nearest_inputs: Sequence[int] = (),
         ignore_index: int = 255,
         preload: bool = False,
+        band_names: Sequence[Sequence[str]] = (),
     ) -> None:
         if not scenes:
             raise DatasetError("Give at least one scene (input rasters and labels).")
@@ -690,6 +707,9 @@ class RasterChipDataset(LabelledDataset):
         self.stride = int(stride or chip_size)
         self.ignore_index = ignore_index
         self.nearest_inputs = frozenset(nearest_inputs)
+        self.band_names = tuple(tuple(names) for names in band_names)
+        #: Findings the user must read (bands matched by position), one per scene input.
+        self.warnings: list[RunWarning] = []
         self._grids: list[Grid] = []
         self._pixel_grid: list[bool] = []
         self._plans: list[tuple[_OpenPlan, ...]] = []
@@ -733,7 +753,7 @@ class RasterChipDataset(LabelledDataset):
                 f"Scene {scene.title}: reference index {scene.reference} is not one of its "
                 f"{len(scene.inputs)} inputs."
             )
-        all_sources = [_as_sources(v) for v in scene.inputs]
+        all_sources = [as_sources(v) for v in scene.inputs]
         infos = [[inspect_raster(s.path) for s in sources] for sources in all_sources]
         reference = choose_reference(infos[scene.reference])
         pixel_grid = not reference.georeferenced
@@ -745,14 +765,44 @@ class RasterChipDataset(LabelledDataset):
                     "input must be a plain image of the same size; georeference them instead."
                 )
         plans = tuple(
-            _OpenPlan(
-                sources=sources,
-                bands=tuple(select_bands(info, s.bands) for info, s in zip(group, sources)),
-                resampling="nearest" if i in self.nearest_inputs else "bilinear",
-            )
+            self._open_plan(scene, i, sources, group)
             for i, (sources, group) in enumerate(zip(all_sources, infos))
         )
         return reference.grid, pixel_grid, plans
+
+    def _open_plan(
+        self,
+        scene: RasterScene,
+        index: int,
+        sources: tuple[RasterSource, ...],
+        infos: Sequence[SourceInfo],
+    ) -> _OpenPlan:
+        resampling = "nearest" if index in self.nearest_inputs else "bilinear"
+        if index >= len(self.band_names):
+            bands = tuple(select_bands(info, s.bands) for info, s in zip(infos, sources))
+            return _OpenPlan(sources, bands, resampling)
+        names = self.band_names[index]
+        files = [FileBands(i.path, i.descriptions, tuple(s.bands)) for i, s in zip(infos, sources)]
+        resolved = resolve_bands(files, names)
+        if len(resolved.choices) != len(names):
+            raise DatasetError(
+                f"Scene {scene.title}, input {index + 1}: the model needs {len(names)} bands "
+                f"({', '.join(names)}) but {len(resolved.choices)} were given; select the bands "
+                "in the model's order."
+            )
+        if resolved.how == MATCHED_BY_POSITION:
+            self.warnings.append(
+                RunWarning(
+                    BANDS_BY_POSITION,
+                    f"Scene {scene.title}, input {index + 1}: the bands were matched to the "
+                    f"model's ({', '.join(names)}) by their position, because no band "
+                    "description names them; if the files' band order differs, the model "
+                    "learns the wrong bands.",
+                    str(index + 1),
+                )
+            )
+        per_file = resolved.per_file(len(files))
+        return _OpenPlan(sources, per_file, resampling, resolved.read_order(len(files)))
 
     def _read_scene(self, index: int, window: Window) -> tuple[list[np.ndarray], np.ndarray]:
         grid = self._grids[index]
@@ -761,7 +811,12 @@ class RasterChipDataset(LabelledDataset):
         for plan in self._plans[index]:
             # Opened per read: GDAL handles must not cross DataLoader worker processes.
             stack = open_aligned(
-                plan.sources, plan.bands, grid, plan.resampling, self._pixel_grid[index]
+                plan.sources,
+                plan.bands,
+                grid,
+                plan.resampling,
+                self._pixel_grid[index],
+                plan.order,
             )
             try:
                 data, ok = stack.read(window)

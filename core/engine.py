@@ -68,15 +68,17 @@ needs) and :func:`load_network` (weights file -> network) are module-level funct
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime as _dt
 import logging
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -84,6 +86,8 @@ from affine import Affine
 from rasterio.windows import Window
 
 from ..models.errors import WeightsMismatchError, WeightsNotFoundError
+from ..models.weights import check_weights_path
+from .band_mapping import MATCHED_BY_POSITION, FileBands, resolve_bands
 from .blending import BlendedRows, TileBlender, blend_window, winning_class
 from .device import ExecutionTarget, resolve_target
 from .errors import (
@@ -93,9 +97,23 @@ from .errors import (
     CancelledError,
     EmptyInputError,
     NoOverlapError,
+    NotEnoughMemoryError,
     RequestError,
 )
+from .input_checks import BandSample, check_modality_values
+from .integrity import gdal_messages_to_log
+from .memory import (
+    HEADROOM,
+    RunShape,
+    activation_bytes_per_pixel,
+    available_device_memory,
+    available_host_memory,
+    estimate_run_memory,
+    format_bytes,
+    largest_fitting_tile,
+)
 from .normalisation import NormalisationLike, check_normalisation, normalise
+from .protection import request_protected_files
 from .raster import (
     AlignedStack,
     AreaMask,
@@ -109,9 +127,9 @@ from .raster import (
     inspect_raster,
     intersect_windows,
     open_aligned,
-    select_bands,
 )
 from .requests import ChangeRequest, LandCoverRequest, RasterSource, Request, request_to_dict
+from .run_warnings import BANDS_BY_POSITION, RunWarning, WarningCallback
 from .runner import BatchPredictor, CancelCheck, Progress, ProgressCallback, TileData, run_tiles
 from .tiling import Tile, TileLayout, plan_tiles, reflect_pad
 from .writers import (
@@ -174,6 +192,8 @@ class ModalityPlan:
         band_names: Band names in network order.
         normalisation: Mode and numbers.
         resampling: ``"bilinear"`` or ``"nearest"``.
+        units: Unit of each band (``"reflectance x 10000"``, ``"dB"``...; empty: unknown),
+            which the input statistics check compares the data with.
     """
 
     key: str
@@ -181,6 +201,7 @@ class ModalityPlan:
     band_names: tuple[str, ...]
     normalisation: NormalisationLike
     resampling: str = "bilinear"
+    units: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: Any) -> ModalityPlan:
@@ -191,6 +212,7 @@ class ModalityPlan:
             band_names=tuple(b.name for b in spec.bands),
             normalisation=spec.normalisation,
             resampling=spec.resampling,
+            units=tuple(b.unit for b in spec.bands),
         )
 
 
@@ -247,7 +269,10 @@ def model_info(name: str) -> ModelInfo:
 
 
 def load_network(
-    info: ModelInfo, weights: str, device: torch.device
+    info: ModelInfo,
+    weights: str,
+    device: torch.device,
+    warn: Optional[Callable[[str, str], None]] = None,
 ) -> tuple[torch.nn.Module, ModelInfo, str, dict[str, Any]]:
     """Load a weights file for ``info``'s model.
 
@@ -259,6 +284,8 @@ def load_network(
         info: The registry model the request names.
         weights: The weights file.
         device: Where the network will run (it is loaded on the CPU and moved later).
+        warn: ``warn(code, message)`` for what the user must know about the file (an old file
+            whose metadata no checksum covers).
 
     Returns:
         ``(network in eval mode, model info updated from the file, sha256, metadata dict)``.
@@ -268,7 +295,9 @@ def load_network(
     """
     from ..models import weights as weights_io
 
-    network, metadata, sha = weights_io.load_model(weights, model_name=info.name, device="cpu")
+    network, metadata, sha = weights_io.load_model(
+        weights, model_name=info.name, device="cpu", warn=warn
+    )
     updated = replace(
         info,
         modalities=tuple(ModalityPlan.from_spec(m) for m in metadata.modalities),
@@ -299,7 +328,8 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible summary (the worker's result line)."""
-        summary = {k: self.report.get(k) for k in ("device", "precision", "tiles", "timings_s")}
+        keys = ("device", "precision", "tiles", "timings_s", "warnings")
+        summary = {k: self.report.get(k) for k in keys}
         summary["areas"] = self.report.get("classes") or self.report.get("change")
         return {"task": self.task, "outputs": dict(self.outputs), "summary": summary}
 
@@ -313,6 +343,8 @@ class _InputGroup:
     sources: tuple[RasterSource, ...]
     infos: tuple[SourceInfo, ...] = ()
     bands: tuple[tuple[int, ...], ...] = ()
+    order: Optional[tuple[int, ...]] = None
+    matched: str = ""
     stack: Optional[AlignedStack] = None
 
 
@@ -334,6 +366,14 @@ class _Plan:
     weights_sha256: str = ""
     weights_metadata: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[RunWarning] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
+
+    def warn(self, code: str, message: str, input_label: str = "") -> None:
+        """Record a warning for the user (shown by every surface and kept in the report)."""
+        warning = RunWarning(code, message, input_label)
+        if warning not in self.warnings:
+            self.warnings.append(warning)
 
     def close(self) -> None:
         for group in self.groups:
@@ -389,30 +429,45 @@ def _groups_for(request: Request, info: ModelInfo) -> list[_InputGroup]:
     return [_InputGroup(m.key, m, given[m.key].sources) for m in info.modalities]
 
 
-def _resolve_bands(group: _InputGroup) -> None:
-    """Resolve band selections and check the band count against the model's bands."""
+def _resolve_bands(group: _InputGroup, plan_warn: Any) -> None:
+    """Match the files' bands to the model's (:func:`~landfuse.core.band_mapping.resolve_bands`:
+    the one resolver of every surface) and check the count."""
     needed = len(group.modality.band_names)
-    selections = [select_bands(info, src.bands) for info, src in zip(group.infos, group.sources)]
-    total = sum(len(s) for s in selections)
-    explicit = any(src.bands for src in group.sources)
-    if total != needed and not explicit and len(group.infos) == 1:
-        # A single file with more bands than needed: pick the model's bands by description.
-        try:
-            by_name = select_bands(group.infos[0], group.modality.band_names)
-        except BandMismatchError:
-            by_name = ()
-        if len(by_name) == needed:
-            logger.info("Selected bands %s of %s by name.", by_name, group.infos[0].path)
-            selections = [by_name]
-            total = needed
+    files = [
+        FileBands(info.path, info.descriptions, tuple(src.bands))
+        for info, src in zip(group.infos, group.sources)
+    ]
+    resolved = resolve_bands(files, group.modality.band_names)
+    per_file = resolved.per_file(len(files))
+    total = len(resolved.choices)
     if total != needed:
-        files = ", ".join(f"{i.path} ({len(s)})" for i, s in zip(group.infos, selections))
+        listed = ", ".join(f"{i.path} ({len(b)})" for i, b in zip(group.infos, per_file))
         raise BandMismatchError(
             f"{group.modality.title} ({group.label}) needs {needed} bands "
-            f"({', '.join(group.modality.band_names)}) but {total} were given: {files}. Select the "
-            "bands in the model's order (by number or by name)."
+            f"({', '.join(group.modality.band_names)}) but {total} were given: {listed}. Select "
+            "the bands in the model's order (by number or by name)."
         )
-    group.bands = tuple(tuple(s) for s in selections)
+    unused = [info.path for info, bands in zip(group.infos, per_file) if not bands]
+    if unused:
+        raise BandMismatchError(
+            f"{', '.join(unused)} holds none of the bands {group.label} needs "
+            f"({', '.join(group.modality.band_names)}); leave it out, or give the right file."
+        )
+    # One band for one band cannot be in the wrong order: nothing to warn about.
+    if resolved.how == MATCHED_BY_POSITION and needed > 1:
+        names = group.modality.band_names
+        plan_warn(
+            BANDS_BY_POSITION,
+            f"The {group.label} bands were matched to the model's by their position in the "
+            f"file{'s' if len(files) > 1 else ''}, because no band description names them: "
+            f"band 1 = {names[0]}, band 2 = {names[1]}, ... If the bands are not in the order "
+            f"{', '.join(names)}, the map is wrong: select the bands in the model's order, or "
+            "give a file whose bands are described.",
+            group.label,
+        )
+    group.bands = per_file
+    group.order = resolved.read_order(len(files))
+    group.matched = resolved.how
 
 
 def _check_georeferencing(groups: Sequence[_InputGroup], pixel_grid: bool, task: str) -> None:
@@ -534,6 +589,13 @@ def _products(request: Request, info: ModelInfo) -> tuple[ProductSpec, ...]:
     return tuple(products)
 
 
+def _all_product_suffixes(request: Request) -> tuple[str, ...]:
+    """File suffixes of every product the request's task can write."""
+    if isinstance(request, ChangeRequest):
+        return ("mask", "probability")
+    return ("classes", "confidence")
+
+
 def _normalisation_for(modality: ModalityPlan, forced: str) -> NormalisationLike:
     """The modality's normalisation, or the forced mode when it can be applied."""
     own = modality.normalisation
@@ -558,17 +620,23 @@ def _prepare(request: Request) -> _Plan:
         raise RequestError("The engine takes a LandCoverRequest or a ChangeRequest.")
     info = model_info(request.model)
     groups = _groups_for(request, info)
-    if not os.path.isfile(request.weights):
+    if not os.path.exists(request.weights):
         raise WeightsNotFoundError(
             f"The weights file {request.weights} does not exist; train a model or give the path "
             "of a weights file."
         )
+    check_weights_path(request.weights)  # a folder or a sidecar: say which file to give
     # Inputs: readable, georeferenced (or pixel grid), bands.
     for group in groups:
         group.infos = tuple(inspect_raster(src.path) for src in group.sources)
     _check_georeferencing(groups, request.pixel_grid, request.task)
+    warnings: list[RunWarning] = []
+
+    def collect(code: str, message: str, label: str = "") -> None:
+        warnings.append(RunWarning(code, message, label))
+
     for group in groups:
-        _resolve_bands(group)
+        _resolve_bands(group, collect)
     # Grid.
     reference = choose_reference(groups[0].infos, request.reference)
     if request.pixel_grid:
@@ -584,8 +652,9 @@ def _prepare(request: Request) -> _Plan:
         clipped = intersect_windows(work, area.window)
         if clipped is None:
             raise AreaOfInterestError(
-                "The area of interest lies outside the area where all inputs overlap; draw it "
-                "over the imagery."
+                "The area of interest lies outside the area where all inputs overlap (it meets "
+                "some of them only); draw it where every input has imagery, or leave it out "
+                "to map the whole overlap."
             )
         work = clipped
     grid = reference_grid.window_grid(work)
@@ -610,28 +679,30 @@ def _prepare(request: Request) -> _Plan:
         products=products,
         cog=request.cog,
         overwrite=request.overwrite,
-        protected=[src.path for src in request.all_sources] + [request.weights],
+        protected=request_protected_files(request),
+        other_suffixes=_all_product_suffixes(request),
     )
     outputs.prepare()
     try:
         check_free_space(outputs.folder, outputs.estimated_bytes(grid))
-    except BaseException:
+        plan = _Plan(
+            request=request,
+            info=info,
+            groups=groups,
+            reference=reference,
+            reference_grid=reference_grid,
+            work_window=work,
+            grid=grid,
+            area=area,
+            layout=layout,
+            target=target,
+            outputs=outputs,
+            products=products,
+            warnings=warnings,
+        )
+    except BaseException:  # a stop signal included: the folder made by prepare() goes again
         outputs.discard()
         raise
-    plan = _Plan(
-        request=request,
-        info=info,
-        groups=groups,
-        reference=reference,
-        reference_grid=reference_grid,
-        work_window=work,
-        grid=grid,
-        area=area,
-        layout=layout,
-        target=target,
-        outputs=outputs,
-        products=products,
-    )
     plan.timings["validate_inputs"] = time.perf_counter() - started
     return plan
 
@@ -640,7 +711,7 @@ def _load_weights(plan: _Plan) -> None:
     """Load the network; a project file may bring its own bands/normalisation/classes."""
     started = time.perf_counter()
     network, updated, sha, metadata = load_network(
-        plan.info, plan.request.weights, plan.target.device
+        plan.info, plan.request.weights, plan.target.device, warn=plan.warn
     )
     for group in plan.groups:
         new = next((m for m in updated.modalities if m.key == group.modality.key), None)
@@ -677,6 +748,7 @@ def _open_inputs(plan: _Plan) -> None:
             plan.grid,
             group.modality.resampling,
             plan.request.pixel_grid,
+            group.order,
         )
         for source in group.stack.sources:
             if not source.has_valid_pixels(full):
@@ -684,17 +756,149 @@ def _open_inputs(plan: _Plan) -> None:
                     f"{source.path} holds only nodata (or masked) pixels in the area processed; "
                     "check its nodata value, the area of interest, or give another scene."
                 )
+        _check_values(plan, group, full)
     plan.timings["open_inputs"] = time.perf_counter() - started
 
 
-def validate(request: Request) -> dict[str, Any]:
+def _check_values(plan: _Plan, group: _InputGroup, window: Window) -> None:
+    """Sample the group's files and compare their values with what the model expects."""
+    if group.stack is None:
+        return
+    samples_by_read: list[tuple[str, str, np.ndarray]] = []
+    for source in group.stack.sources:
+        values = source.sample_values(window)
+        for position, dtype in enumerate(source.band_dtypes):
+            samples_by_read.append((source.path, dtype, values[position]))
+    order = group.order or tuple(range(len(samples_by_read)))
+    units = group.modality.units or ("",) * len(group.modality.band_names)
+    samples = [
+        BandSample(name, unit, samples_by_read[i][1], samples_by_read[i][0], samples_by_read[i][2])
+        for name, unit, i in zip(group.modality.band_names, units, order)
+    ]
+    for warning in check_modality_values(group.label, samples, group.modality.normalisation):
+        plan.warn(warning.code, warning.message, warning.input)
+
+
+def _run_shape(plan: _Plan, tile: int) -> RunShape:
+    """The sizes that set a run's memory, for the plan's tile or another one."""
+    if tile == plan.layout.tile:
+        layout = plan.layout
+    else:
+        asked = plan.request.overlap
+        overlap = asked if asked is not None and asked < tile else tile // 8
+        layout = plan_tiles(
+            plan.grid.height,
+            plan.grid.width,
+            tile,
+            overlap,
+            plan.info.output_stride,
+            stripe_width=STRIPE_WIDTH,
+        )
+    shared = max(
+        (layout.stripe_span(s)[1] - layout.stripe_owned(s)[1] for s in range(layout.stripes)),
+        default=0,
+    )
+    network = plan.network
+    parameters = (
+        sum(t.numel() * t.element_size() for t in network.state_dict().values()) if network else 0
+    )
+    architecture = str(plan.weights_metadata.get("architecture", ""))
+    config = plan.weights_metadata.get("config") or {}
+    return RunShape(
+        tile_height=layout.padded_height,
+        tile_width=layout.padded_width,
+        batch=min(plan.request.batch, len(layout)),
+        batches=math.ceil(len(layout) / max(1, min(plan.request.batch, len(layout)))),
+        bands=sum(len(g.modality.band_names) for g in plan.groups),
+        classes=len(plan.info.classes),
+        stripe_width=layout.max_stripe_width,
+        scene_height=layout.height,
+        shared_columns=shared,
+        activation_bytes_per_pixel=activation_bytes_per_pixel(architecture, config),
+        parameter_bytes=parameters,
+        block_cache_bytes=_block_cache_bytes(plan, layout),
+    )
+
+
+def _check_memory(plan: _Plan) -> None:
+    """Refuse a run whose estimated peak memory exceeds what the machine has free.
+
+    Set ``LANDFUSE_SKIP_MEMORY_CHECK=1`` to run anyway (the estimate is deliberately on the
+    safe side; the run may then fail for lack of memory).
+    """
+    shape = _run_shape(plan, plan.layout.tile)
+    on_accelerator = plan.target.device.type != "cpu"
+    estimate = estimate_run_memory(shape, on_accelerator)
+    host = available_host_memory()
+    device = available_device_memory(plan.target.device) if on_accelerator else None
+    plan.memory = {
+        "estimate_bytes": estimate.host + estimate.device,
+        "estimate_host_bytes": estimate.host,
+        "estimate_device_bytes": estimate.device,
+        "parts_bytes": dict(estimate.parts),
+        "available_host_bytes": host.bytes if host else None,
+        "available_device_bytes": device.bytes if device else None,
+    }
+    if os.environ.get("LANDFUSE_SKIP_MEMORY_CHECK", "").strip() in ("1", "true", "yes"):
+        return
+    host_budget = int(host.bytes * HEADROOM) if host else None
+    device_budget = int(device.bytes * HEADROOM) if device else None
+    short_host = host_budget is not None and estimate.host > host_budget
+    short_device = device_budget is not None and estimate.device > device_budget
+    if not (short_host or short_device):
+        return
+    need, free = (estimate.device, device) if short_device and device else (estimate.host, host)
+    if free is None:  # unreachable: a shortage needs a budget
+        return
+    largest = largest_fitting_tile(
+        lambda edge: _run_shape(plan, edge),
+        plan.layout.tile,
+        host_budget,
+        device_budget,
+        plan.info.output_stride,
+        on_accelerator,
+    )
+    biggest = sorted(estimate.parts.items(), key=lambda kv: -kv[1])[:3]
+    detail = ", ".join(f"{name} {format_bytes(size)}" for name, size in biggest)
+    if largest >= plan.info.output_stride:
+        fix = (
+            f"Use a tile of at most {largest} px (--tile on the command line, 'Tile size' in "
+            "Processing and the dock)"
+            + (f" or a smaller batch than {shape.batch}" if shape.batch > 1 else "")
+            + "."
+        )
+    else:
+        fix = (
+            "Even the smallest tile does not fit: close other programs, use batch 1, or run on "
+            "a machine with more memory."
+        )
+    raise NotEnoughMemoryError(
+        f"This run would need about {format_bytes(need)} of memory ({detail}) with tiles of "
+        f"{shape.tile_width}x{shape.tile_height} px, {shape.batch} per batch, but only "
+        f"{format_bytes(free.bytes)} is free ({free.source}). {fix}"
+    )
+
+
+def _emit_warnings(plan: _Plan, warn: Optional[WarningCallback]) -> None:
+    """Hand each warning to the caller's callback (which shows it), or log it when there is none."""
+    for warning in plan.warnings:
+        if warn is not None:
+            logger.info("warning: %s", warning.message)
+            warn(warning)
+        else:
+            logger.warning("%s", warning.message)
+
+
+def validate(request: Request, warn: Optional[WarningCallback] = None) -> dict[str, Any]:
     """Run every check of a run without computing a pixel (nothing is written).
 
     Args:
         request: A land-cover or change request.
+        warn: Called with each :class:`~landfuse.core.run_warnings.RunWarning` found.
 
     Returns:
-        A summary: model, grid, tiles, device, precision, outputs that would be written.
+        A summary: model, grid, tiles, device, precision, outputs that would be written, and
+        the ``warnings`` (as dicts).
 
     Raises:
         LandFuseError: the same errors a run would raise during validation.
@@ -703,6 +907,8 @@ def validate(request: Request) -> dict[str, Any]:
     try:
         _load_weights(plan)
         _open_inputs(plan)
+        _check_memory(plan)
+        _emit_warnings(plan, warn)
         return {
             "task": request.task,
             "model": plan.info.name,
@@ -713,6 +919,8 @@ def validate(request: Request) -> dict[str, Any]:
             "device": str(plan.target.device),
             "precision": plan.target.precision,
             "outputs": [str(p) for p in plan.outputs.final_paths()],
+            "warnings": [w.to_dict() for w in plan.warnings],
+            "memory": plan.memory,
         }
     finally:
         plan.close()
@@ -729,6 +937,10 @@ class _TileLoader:
         self.shape = (plan.layout.padded_height, plan.layout.padded_width)
 
     def __call__(self, tile: Tile) -> Optional[TileData]:
+        with gdal_messages_to_log():  # the reader thread's GDAL messages: to the log
+            return self._load(tile)
+
+    def _load(self, tile: Tile) -> Optional[TileData]:
         plan = self.plan
         window = Window(tile.col, tile.row, tile.width, tile.height)
         valid: Optional[np.ndarray] = None
@@ -831,6 +1043,7 @@ def _input_report(plan: _Plan) -> list[dict[str, Any]]:
                     "pixel_size": [abs(info.transform.a), abs(info.transform.e)],
                     "resampled": bool(warped.get(info.path, False)),
                     "normalisation": group.modality.normalisation.mode,
+                    "band_matching": group.matched,
                 }
             )
     return entries
@@ -883,6 +1096,8 @@ def _build_report(
             "batches": stats.batches,
         },
         "timings_s": {k: round(v, 3) for k, v in plan.timings.items()},
+        "warnings": [w.to_dict() for w in plan.warnings],
+        "memory": plan.memory,
     }
     report["timings_s"].update(
         {
@@ -921,7 +1136,7 @@ def _return_freed_memory() -> None:
         pass
 
 
-def _block_cache_bytes(plan: _Plan) -> int:
+def _block_cache_bytes(plan: _Plan, layout: Optional[TileLayout] = None) -> int:
     """GDAL block cache a run needs: its inputs' blocks for about two rows of tiles.
 
     Tiles of one row share blocks side by side, and the next row re-reads the overlap; blocks
@@ -933,7 +1148,7 @@ def _block_cache_bytes(plan: _Plan) -> int:
     """
     # The rows of the current row of tiles and of the next one, which re-reads the overlap,
     # across the widest stripe.
-    layout = plan.layout
+    layout = layout or plan.layout
     rows = min(layout.height, layout.tile_height + max(1, layout.tile_height - layout.overlap))
     cols = layout.max_stripe_width
     inputs = sum(g.stack.block_cache_bytes(rows, cols) for g in plan.groups if g.stack is not None)
@@ -1007,28 +1222,37 @@ def _run(
     request: Request,
     progress: Optional[ProgressCallback],
     cancel: Optional[CancelCheck],
+    warn: Optional[WarningCallback] = None,
 ) -> RunResult:
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     _progress(progress, "prepare", 0.0, "Checking the inputs")
-    plan = _prepare(request)
+    plan: Optional[_Plan] = None
+    quiet = contextlib.ExitStack()
+    quiet.enter_context(gdal_messages_to_log())  # GDAL's own error lines go to the log
     try:
+        plan = _prepare(request)
         _check_cancel(cancel)
         _load_weights(plan)
         _check_cancel(cancel)
         _open_inputs(plan)
+        _check_memory(plan)
+        _emit_warnings(plan, warn)
         return _execute(plan, progress, cancel, started, started_at)
     except CancelledError:
         logger.info("Run cancelled; temporary outputs removed.")
         raise
     finally:
-        plan.close()
+        if plan is not None:
+            plan.close()
+        quiet.close()
 
 
 def run_landcover(
     request: LandCoverRequest,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
+    warn: Optional[WarningCallback] = None,
 ) -> RunResult:
     """Map land cover over the request's area.
 
@@ -1036,6 +1260,8 @@ def run_landcover(
         request: The validated request dataclass.
         progress: Called with :class:`Progress` objects (stage, fraction, tiles, ETA).
         cancel: Returns True to stop; checked before every batch.
+        warn: Called with each :class:`~landfuse.core.run_warnings.RunWarning` (also logged
+            and kept in the report) before the tiles are computed.
 
     Returns:
         The :class:`RunResult` (final paths and report).
@@ -1047,13 +1273,14 @@ def run_landcover(
     """
     if not isinstance(request, LandCoverRequest):
         raise RequestError("run_landcover() takes a LandCoverRequest; use run_change() for pairs.")
-    return _run(request, progress, cancel)
+    return _run(request, progress, cancel, warn)
 
 
 def run_change(
     request: ChangeRequest,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
+    warn: Optional[WarningCallback] = None,
 ) -> RunResult:
     """Detect changes between the request's 'before' and 'after' images.
 
@@ -1061,6 +1288,8 @@ def run_change(
         request: The validated request dataclass.
         progress: Called with :class:`Progress` objects (stage, fraction, tiles, ETA).
         cancel: Returns True to stop; checked before every batch.
+        warn: Called with each :class:`~landfuse.core.run_warnings.RunWarning` (also logged
+            and kept in the report) before the tiles are computed.
 
     Returns:
         The :class:`RunResult` (final paths and report).
@@ -1073,13 +1302,14 @@ def run_change(
         raise RequestError(
             "run_change() takes a ChangeRequest; use run_landcover() for land cover."
         )
-    return _run(request, progress, cancel)
+    return _run(request, progress, cancel, warn)
 
 
 def run(
     request: Request,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
+    warn: Optional[WarningCallback] = None,
 ) -> RunResult:
     """Run a land-cover or change request (dispatch on its type).
 
@@ -1087,6 +1317,7 @@ def run(
         request: A :class:`LandCoverRequest` or :class:`ChangeRequest`.
         progress: Progress callback.
         cancel: Cancel check.
+        warn: Warning callback.
 
     Returns:
         The :class:`RunResult`.
@@ -1095,7 +1326,7 @@ def run(
         LandFuseError: see :func:`run_landcover` and :func:`run_change`.
     """
     if isinstance(request, ChangeRequest):
-        return run_change(request, progress, cancel)
+        return run_change(request, progress, cancel, warn)
     if isinstance(request, LandCoverRequest):
-        return run_landcover(request, progress, cancel)
+        return run_landcover(request, progress, cancel, warn)
     raise RequestError("The engine takes a LandCoverRequest or a ChangeRequest.")

@@ -17,13 +17,15 @@ Hierarchy::
     │   ├── GeoreferenceError   no CRS / no geotransform (plain images need pixel-grid mode)
     │   ├── BandMismatchError   wrong band count for the model, or a band name not found
     │   ├── EmptyInputError     every pixel is nodata (or masked) where the work happens
+    │   ├── InputValuesError    the values cannot be what the model expects (8-bit reflectance)
     │   └── AlignmentError      inputs cannot be put on one grid
     │       └── NoOverlapError  inputs do not overlap each other
     ├── AreaOfInterestError     the area of interest is unreadable or outside the inputs
     ├── OutputError             the output folder cannot be written, or outputs already exist
     │   └── DiskSpaceError      not enough free space (checked up front, and a full disk)
     ├── DeviceError             the requested device / precision is not available
-    │   └── OutOfMemoryError    the GPU ran out of memory even with a batch of one
+    │   ├── OutOfMemoryError    the GPU ran out of memory even with a batch of one
+    │   └── NotEnoughMemoryError  the run would need more memory than the machine has free
     └── CancelledError          the run was cancelled; nothing was left behind
 """
 
@@ -46,8 +48,10 @@ __all__ = [
     "GeoreferenceError",
     "InputError",
     "InputFileError",
+    "InputValuesError",
     "LandFuseError",
     "NoOverlapError",
+    "NotEnoughMemoryError",
     "OutOfMemoryError",
     "OutputError",
     "RequestError",
@@ -85,6 +89,11 @@ class EmptyInputError(InputError):
     """An input holds only nodata (or masked) pixels where the work happens."""
 
 
+class InputValuesError(InputError):
+    """An input's data type or values cannot be what the model expects (e.g. 8-bit data for a
+    model of Sentinel-2 reflectances): the map would be wrong, so the run is refused."""
+
+
 class AlignmentError(InputError):
     """Inputs cannot be put on one grid (a georeferenced and a plain image, sizes differ...)."""
 
@@ -111,6 +120,11 @@ class DeviceError(LandFuseError):
 
 class OutOfMemoryError(DeviceError):
     """The device ran out of memory even with a batch of one tile."""
+
+
+class NotEnoughMemoryError(DeviceError):
+    """The run would need more memory than is free (checked before it starts); the message
+    gives the largest tile that fits."""
 
 
 class CancelledError(LandFuseError):

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -524,6 +525,41 @@ def _category_names(path: str) -> Optional[list[str]]:
     return [str(n) for n in names] if names else None
 
 
+def change_label_map(path: Union[str, Path]) -> Optional[dict[int, int]]:
+    """How to read a reference change mask: 0/255 (LEVIR-CD, OSCD) means 0 no change, 255
+    change; 0/1 masks are used as they are.
+
+    Args:
+        path: The reference raster.
+
+    Returns:
+        ``{0: 0, 255: 1}`` for a 0/255 mask, else None.
+
+    Raises:
+        InputFileError: The file cannot be read (missing, damaged).
+    """
+    import rasterio
+
+    from .integrity import read_failure
+    from .raster import READ_ERRORS, inspect_raster
+
+    info = inspect_raster(str(path))
+    step = max(1, max(info.width, info.height) // 512)
+    shape = (max(1, info.height // step), max(1, info.width // step))
+    try:
+        with rasterio.open(str(path)) as src:
+            sample = src.read(1, out_shape=shape)
+    except READ_ERRORS as error:
+        from rasterio.windows import Window
+
+        raise read_failure(str(path), Window(0, 0, info.width, info.height), error) from None
+    nodata = info.nodata
+    values = set(np.unique(sample).tolist()) - ({nodata} if nodata is not None else set())
+    if values and values <= {0, 255}:
+        return {0: 0, 255: 1}
+    return None
+
+
 def assess_class_map(
     prediction: Union[str, Path],
     reference: Union[str, Path],
@@ -566,11 +602,20 @@ def assess_class_map(
     import rasterio
     from rasterio.windows import Window
 
-    from .datasets import read_label_on_grid
-    from .raster import inspect_raster
+    from .datasets import VECTOR_EXTENSIONS, read_label_on_grid
+    from .integrity import read_failure
+    from .protection import ProtectedFiles, check_destinations
+    from .raster import READ_ERRORS, inspect_raster
 
     if visualisation is not None and change_class is None:
         raise MetricsInputError("The change visualisation needs the change class (e.g. 1).")
+    if visualisation is not None:
+        protected = ProtectedFiles().add_raster(str(prediction), f"the map {prediction}")
+        if Path(reference).suffix.lower() in VECTOR_EXTENSIONS:
+            protected.add_vector(str(reference), f"the reference {reference}")
+        else:
+            protected.add_raster(str(reference), f"the reference {reference}")
+        check_destinations({"the change visualisation": str(visualisation)}, protected)
     info = inspect_raster(str(prediction))
     grid = info.grid
     pixel_grid = not info.georeferenced
@@ -579,8 +624,14 @@ def assess_class_map(
     cm = ConfusionMatrix(size, ignore_index=ignore_index)
     nodata = info.nodata
     writer = None
+    staged = (
+        Path(visualisation).with_name(f".{Path(visualisation).name}.landfuse-partial")
+        if visualisation is not None
+        else None
+    )
+    done = False
     try:
-        if visualisation is not None:
+        if staged is not None:
             profile = {
                 "driver": "GTiff",
                 "width": grid.width,
@@ -593,7 +644,7 @@ def assess_class_map(
             }
             if not pixel_grid:
                 profile.update(crs=grid.crs, transform=grid.transform)
-            writer = rasterio.open(str(visualisation), "w", **profile)
+            writer = rasterio.open(str(staged), "w", **profile)
         # Plain images (no georeferencing) are compared pixel for pixel, whole.
         whole = (
             read_label_on_grid(str(reference), grid, label_field, label_map, ignore_index, True)
@@ -604,7 +655,10 @@ def assess_class_map(
             for row in range(0, grid.height, block_rows):
                 rows = min(block_rows, grid.height - row)
                 window = Window(0, row, grid.width, rows)
-                pred = src.read(1, window=window).astype(np.int64)
+                try:
+                    pred = src.read(1, window=window).astype(np.int64)
+                except READ_ERRORS as error:
+                    raise read_failure(str(prediction), window, error) from None
                 if nodata is not None and nodata != ignore_index:
                     pred[pred == int(nodata)] = ignore_index
                 if whole is not None:
@@ -618,9 +672,15 @@ def assess_class_map(
                 if writer is not None and change_class is not None:
                     rgb = change_visualisation(pred, ref, change_class, ignore_index)
                     writer.write(np.moveaxis(rgb, -1, 0), window=window)
+        done = True
     finally:
         if writer is not None:
             writer.close()
+        if staged is not None and visualisation is not None:
+            if done:
+                os.replace(staged, visualisation)
+            else:
+                staged.unlink(missing_ok=True)  # nothing half-written under the user's name
     matrix = cm.matrix
     if not names:
         used = np.flatnonzero(matrix.sum(axis=0) + matrix.sum(axis=1))

@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -41,14 +40,16 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.features import rasterize
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window
 
+from .band_mapping import normalise_band_name
 from .errors import (
     AlignmentError,
     AreaOfInterestError,
@@ -56,11 +57,13 @@ from .errors import (
     GeoreferenceError,
     InputFileError,
 )
+from .integrity import check_raster_file, read_failure
 from .requests import AreaOfInterest, RasterSource
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "READ_ERRORS",
     "AlignedSource",
     "AlignedStack",
     "AreaMask",
@@ -239,6 +242,11 @@ def _open(path: str) -> rasterio.io.DatasetReader:
         ) from None
 
 
+#: What GDAL and rasterio raise when pixels cannot be read (CPLE_* errors derive from
+#: CPLE_BaseError, rasterio's own from RasterioError).
+READ_ERRORS: tuple[type[BaseException], ...] = (RasterioError, CPLE_BaseError, OSError)
+
+
 def inspect_raster(path: str) -> SourceInfo:
     """Read the metadata of a raster file.
 
@@ -249,9 +257,11 @@ def inspect_raster(path: str) -> SourceInfo:
         Its :class:`SourceInfo`.
 
     Raises:
-        InputFileError: if the file is missing, a folder, unreadable or not a raster.
+        InputFileError: if the file is missing, a folder, unreadable or not a raster, or is
+            damaged (cut short, a VRT whose sources are missing: :mod:`~landfuse.core.integrity`).
     """
     with _open(path) as src:
+        check_raster_file(path)
         # GDAL reports the identity transform (y down) when a file has none.
         has_transform = src.transform != Affine.identity()
         return SourceInfo(
@@ -295,23 +305,14 @@ def check_georeferenced(info: SourceInfo) -> None:
     )
 
 
-_BAND_NAME = re.compile(r"^B0*(\d+A?)$")
-
-
-def _canonical_band(name: str) -> str:
-    """``"b02"``, ``"B2"`` and ``" B02 "`` all become ``"B2"``; other names are upper-cased."""
-    text = re.sub(r"\s+", "", name).upper()
-    match = _BAND_NAME.match(text)
-    return f"B{match.group(1)}" if match else text
-
-
 def select_bands(info: SourceInfo, bands: Sequence[int | str]) -> tuple[int, ...]:
     """Resolve a band selection to 1-based band indexes of ``info``.
 
     Args:
         info: The file's metadata.
-        bands: 1-based indices or band descriptions (``"B8A"``, ``"VV"``; Sentinel-2 names
-            match with or without a leading zero: ``"B2"`` = ``"B02"``). Empty: all bands.
+        bands: 1-based indices or band descriptions (``"B8A"``, ``"VV"``), compared as
+            :func:`~landfuse.core.band_mapping.normalise_band_name` does (``"B2"`` = ``"B02"``
+            = ``"S2_B2"``). Empty: all bands.
 
     Returns:
         Band indexes in the order asked.
@@ -324,7 +325,7 @@ def select_bands(info: SourceInfo, bands: Sequence[int | str]) -> tuple[int, ...
     lookup: dict[str, int] = {}
     for index, description in enumerate(info.descriptions, start=1):
         if description:
-            lookup.setdefault(_canonical_band(description), index)
+            lookup.setdefault(normalise_band_name(description), index)
     chosen: list[int] = []
     for band in bands:
         if isinstance(band, int):
@@ -338,7 +339,7 @@ def select_bands(info: SourceInfo, bands: Sequence[int | str]) -> tuple[int, ...
         if band.strip().isdigit():
             chosen.extend(select_bands(info, (int(band.strip()),)))
             continue
-        found = lookup.get(_canonical_band(band))
+        found = lookup.get(normalise_band_name(band))
         if found is None:
             named = ", ".join(d for d in info.descriptions if d) or "none"
             raise BandMismatchError(
@@ -614,11 +615,7 @@ def build_area_mask(aoi: AreaOfInterest, grid: Grid) -> AreaMask:
         if geometries is None:
             window = _bounds_window(aoi.bounds, grid)
             if window is None:
-                raise AreaOfInterestError(
-                    f"The area of interest {aoi.bounds} lies outside the inputs "
-                    f"(reference extent {tuple(round(v, 6) for v in grid.bounds)} in "
-                    f"{_crs_text(grid.crs)})."
-                )
+                raise AreaOfInterestError(_outside_message(tuple(aoi.bounds), grid))
             return AreaMask(window, None)
     else:
         geometries, src_crs = _read_polygons(aoi)
@@ -644,11 +641,23 @@ def build_area_mask(aoi: AreaOfInterest, grid: Grid) -> AreaMask:
         raise AreaOfInterestError("The area of interest cannot be placed on the reference grid.")
     window = _bounds_window(union, grid)
     if window is None:
-        raise AreaOfInterestError(
-            "The area of interest lies outside the inputs (reference extent "
-            f"{tuple(round(v, 6) for v in grid.bounds)} in {_crs_text(grid.crs)})."
-        )
+        raise AreaOfInterestError(_outside_message(union, grid))
     return AreaMask(window, geometries)
+
+
+def _outside_message(bounds: Sequence[float], grid: Grid) -> str:
+    """Say where the area and the inputs are, and what to check, when they do not meet."""
+
+    def text(values: Sequence[float]) -> str:
+        return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+    return (
+        f"The area of interest {text(bounds)} lies outside the inputs, whose reference extent "
+        f"is {text(grid.bounds)} in {_crs_text(grid.crs)}. Check that the area is in the CRS "
+        "you think (--bounds-crs for --bounds; the layer's CRS for a polygon file), that it is "
+        "drawn over the imagery (in QGIS: zoom to the input layer and draw it there), or leave "
+        "it out to map the whole overlap of the inputs."
+    )
 
 
 def _resampling(name: str) -> Resampling:
@@ -971,7 +980,19 @@ class AlignedSource:
 
         Returns:
             ``(data float32 [bands, h, w], valid bool [h, w])``; ``data`` is ``out`` if given.
+
+        Raises:
+            InputFileError: naming the file and the window, when GDAL cannot read it (a file
+                cut short, a VRT source gone or changed during the run).
         """
+        try:
+            return self._read(window, out)
+        except READ_ERRORS as error:
+            raise read_failure(self.path, window, error) from None
+
+    def _read(
+        self, window: Window, out: Optional[np.ndarray] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self._scaled is not None:
             return self._read_scaled(window, out)
         if self._vrt is not None:
@@ -1061,7 +1082,16 @@ class AlignedSource:
 
         Returns:
             True when at least one pixel is valid.
+
+        Raises:
+            InputFileError: when GDAL cannot read the file.
         """
+        try:
+            return self._has_valid_pixels(window, sample)
+        except READ_ERRORS as error:
+            raise read_failure(self.path, window, error) from None
+
+    def _has_valid_pixels(self, window: Window, sample: int) -> bool:
         native = self._native_window(window)
         if native is None:
             return False
@@ -1085,6 +1115,53 @@ class AlignedSource:
             if self._native_valid(part, (rows, w)):
                 return True
         return False
+
+    def sample_values(self, window: Window, size: int = 64, grid: int = 3) -> np.ndarray:
+        """Valid values of the selected bands, from a few small windows of the file itself.
+
+        ``grid`` × ``grid`` windows of ``size`` pixels spread over the file's part under
+        ``window`` are read at full resolution (a block or two each, never the whole file), so
+        the statistics check of a run costs milliseconds whatever the scene size.
+
+        Args:
+            window: Integer window of the work grid.
+            size: Edge of each sampled window (file pixels).
+            grid: Windows per axis.
+
+        Returns:
+            ``float32 [bands, n]``: the values of the pixels valid in every selected band
+            (``n`` may be 0).
+
+        Raises:
+            InputFileError: when GDAL cannot read the file.
+        """
+        native = self._native_window(window)
+        if native is None:
+            return np.empty((len(self.bands), 0), np.float32)
+        h, w = int(native.height), int(native.width)
+        ph, pw = min(size, h), min(size, w)
+        spots = [(k + 0.5) / grid for k in range(grid)]
+        parts = []
+        for fy in spots:
+            for fx in spots:
+                top = int(native.row_off) + int((h - ph) * fy)
+                left = int(native.col_off) + int((w - pw) * fx)
+                part = Window(left, top, pw, ph)
+                try:
+                    data = self._src.read(list(self.bands), window=part, out_dtype="float32")
+                    masks = self._src.read_masks(list(self.bands), window=part)
+                except READ_ERRORS as error:
+                    raise read_failure(self.path, window, error) from None
+                valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+                if self._override is not None:
+                    valid &= np.all(data != np.float32(self._override), axis=0)
+                parts.append(data[:, valid])
+        return np.concatenate(parts, axis=1) if parts else np.empty((len(self.bands), 0))
+
+    @property
+    def band_dtypes(self) -> tuple[str, ...]:
+        """Data type of each selected band in the file."""
+        return tuple(self._src.dtypes[b - 1] for b in self.bands)
 
     def _native_window(self, window: Window) -> Optional[Window]:
         """The file's own pixels under ``window`` of the work grid (None when it has none)."""
@@ -1162,10 +1239,18 @@ class AlignedStack:
 
     Args:
         sources: Opened :class:`AlignedSource` objects, in band order.
+        order: For each network band, its position among the bands as read (files in order,
+            each file's selected bands in order); None: as read. Lets bands named in any order
+            across files reach the network in its order
+            (:meth:`landfuse.core.band_mapping.ResolvedBands.read_order`).
     """
 
-    def __init__(self, sources: Sequence[AlignedSource]) -> None:
+    def __init__(
+        self, sources: Sequence[AlignedSource], order: Optional[Sequence[int]] = None
+    ) -> None:
         self.sources = tuple(sources)
+        identity = order is None or list(order) == list(range(len(order)))
+        self.order: Optional[list[int]] = None if identity else list(order or ())
 
     @property
     def band_count(self) -> int:
@@ -1181,6 +1266,12 @@ class AlignedStack:
         Returns:
             ``(data float32 [bands, h, w], valid bool [h, w])``: valid where every band is.
         """
+        data, valid = self._read_as_stored(window)
+        if self.order is not None:
+            data = data[self.order]
+        return data, valid
+
+    def _read_as_stored(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         if not self.sources:
             raise AlignmentError("A modality without any source cannot be read.")
         if len(self.sources) == 1:
@@ -1257,6 +1348,7 @@ def open_aligned(
     grid: Grid,
     resampling: str = "bilinear",
     pixel_grid: bool = False,
+    order: Optional[Sequence[int]] = None,
 ) -> AlignedStack:
     """Open the sources of one modality on the work grid.
 
@@ -1266,6 +1358,7 @@ def open_aligned(
         grid: The work grid.
         resampling: Resampling of this modality (from the registry).
         pixel_grid: Pixel-grid mode.
+        order: Network order of the bands read (see :class:`AlignedStack`).
 
     Returns:
         The :class:`AlignedStack` (close it when done; sources opened before a failure are
@@ -1282,4 +1375,4 @@ def open_aligned(
         for item in opened:
             item.close()
         raise
-    return AlignedStack(opened)
+    return AlignedStack(opened, order)

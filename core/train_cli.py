@@ -433,17 +433,27 @@ def _scenes(groups: Optional[Sequence[Sequence[str]]], args: argparse.Namespace)
     return scenes
 
 
-def _chips(scenes: list[Any], args: argparse.Namespace, nearest: Sequence[int]) -> Any:
+def model_band_names(spec: Any) -> tuple[tuple[str, ...], ...]:
+    """The model's band names of each input of a scene: per modality, or the pair's two dates."""
+    names = tuple(tuple(b.name for b in m.bands) for m in spec.modalities)
+    return names * 2 if spec.task == "change" else names
+
+
+def _chips(scenes: list[Any], args: argparse.Namespace, spec: Any) -> Any:
     from .datasets import RasterChipDataset
 
-    return RasterChipDataset(
+    dataset = RasterChipDataset(
         scenes,
         chip_size=args.chip,
         stride=args.stride,
         min_labelled_fraction=args.min_labelled,
-        nearest_inputs=nearest,
+        nearest_inputs=_nearest_inputs(spec),
         preload=args.preload,
+        band_names=model_band_names(spec),
     )
+    for warning in dataset.warnings:
+        sys.stderr.write(f"landfuse: warning: {warning.message}\n")
+    return dataset
 
 
 def _layout_dataset(args: argparse.Namespace, spec: Any, split: Optional[str]) -> Any:
@@ -483,9 +493,8 @@ def _datasets(args: argparse.Namespace, spec: Any) -> tuple[Any, Optional[Any], 
         return train, val, f"{args.data} (splits {args.train_split} / {val_split})"
     if not args.scene:
         raise RequestError("Give the training data: --data ROOT, or --scene FILES... LABEL.")
-    nearest = _nearest_inputs(spec)
-    train = _chips(_scenes(args.scene, args), args, nearest)
-    val = _chips(_scenes(args.val_scene, args), args, nearest) if args.val_scene else None
+    train = _chips(_scenes(args.scene, args), args, spec)
+    val = _chips(_scenes(args.val_scene, args), args, spec) if args.val_scene else None
     names = "; ".join(" ".join(s) for s in args.scene)
     return train, val, f"chips of {args.chip} px from {names}"
 
@@ -665,7 +674,7 @@ def _evaluate_weights(args: argparse.Namespace, out: Optional[Path]) -> tuple[An
     if args.data:
         dataset = _layout_dataset(args, spec, split)
     elif args.scene:
-        dataset = _chips(_scenes(args.scene, args), args, _nearest_inputs(spec))
+        dataset = _chips(_scenes(args.scene, args), args, spec)
     else:
         raise RequestError("--weights needs a dataset: --data ROOT or --scene FILES... LABEL.")
     callback = None

@@ -76,11 +76,19 @@ from ..models.registry import (
     get_model_spec,
 )
 from ..models.resnet import ResNet, load_torchvision_state_dict, set_bn_momentum
-from .datasets import JointAugmentation, LabelledDataset, Normaliser, PreparedDataset
+from .datasets import (
+    VECTOR_EXTENSIONS,
+    JointAugmentation,
+    LabelledDataset,
+    Normaliser,
+    PreparedDataset,
+    as_sources,
+)
 from .device import resolve_device
 from .errors import CancelledError
 from .metrics import AccuracyReport, ConfusionMatrix, accuracy_report, to_jsonable
 from .normalisation import normalise
+from .protection import ProtectedFiles, check_destinations
 
 logger = logging.getLogger(__name__)
 
@@ -1158,6 +1166,42 @@ def _load_checkpoint(path: Path, config: TrainingConfig, n_train: int) -> dict[s
     return dict(state)
 
 
+def training_outputs(config: TrainingConfig, out: Path) -> dict[str, str]:
+    """The files a training run writes into its output folder (what → path)."""
+    weights = out / config.weights_name
+    return {
+        "the trained weights": str(weights),
+        "the weights' sidecar": str(weights) + ".json",
+        "the training checkpoint": str(out / CHECKPOINT_NAME),
+        "the training log": str(out / LOG_NAME),
+        "the learning curves": str(out / PLOT_NAME),
+    }
+
+
+def _check_outputs_spare_inputs(
+    config: TrainingConfig, out: Path, datasets: Sequence[Optional[LabelledDataset]]
+) -> None:
+    """Refuse to start when a training output would replace an input (issue 11)."""
+    protected = ProtectedFiles()
+    for dataset in datasets:
+        for scene in getattr(dataset, "scenes", ()):
+            for value in scene.inputs:
+                for source in as_sources(value):
+                    protected.add_raster(source.path, f"the training input {source.path}")
+            if Path(scene.label).suffix.lower() in VECTOR_EXTENSIONS:
+                protected.add_vector(scene.label, f"the labels {scene.label}")
+            else:
+                protected.add_raster(scene.label, f"the labels {scene.label}")
+    for path in (config.finetune_from, config.init_encoders):
+        protected.add_weights(path)
+    check_destinations(
+        training_outputs(config, out),
+        protected,
+        with_derived=False,
+        fix="train into another output folder",
+    )
+
+
 def train(
     config: TrainingConfig,
     train_data: LabelledDataset,
@@ -1186,6 +1230,7 @@ def train(
     """
     recipe = config.effective_recipe
     out = Path(config.output_dir)
+    _check_outputs_spare_inputs(config, out, (train_data, val_data))
     out.mkdir(parents=True, exist_ok=True)
     spec = resolve_model_spec(config)
     device = resolve_device(config.device)

@@ -17,6 +17,8 @@ from typing import Optional
 from osgeo import gdal, ogr, osr
 
 from .errors import InputError, InputFileError, OutputError
+from .integrity import check_raster_file
+from .protection import ProtectedFiles, check_destinations
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +96,17 @@ def vectorise_mask(
     Raises:
         InputFileError: the mask cannot be opened.
         InputError: the mask has more than one band.
-        OutputError: the vector file cannot be written.
+        OutputError: the vector file cannot be written, or would replace the mask (or one of
+            its files).
     """
     if not os.path.isfile(mask_path):
         raise InputFileError(f"The change mask {mask_path} does not exist.")
+    check_destinations(
+        {"the change polygons": output_path},
+        ProtectedFiles().add_raster(mask_path, f"the change mask {mask_path}"),
+        with_derived=False,
+    )
+    check_raster_file(mask_path)
     raster = gdal.Open(mask_path)
     if raster is None:
         raise InputFileError(

@@ -14,6 +14,9 @@ object per line, flushed at once:
 ``{"type": "progress", "stage": "infer", "fraction": 0.42, "tiles_done": 21, "tiles_total": 50,
 "eta_seconds": 12.3, "message": "21/50 tiles"}``
     after validation, after every batch, while finishing.
+``{"type": "warning", "code": "bands_by_position", "message": "...", "input": "s2"}``
+    before the tiles are computed, one per finding the user must read (bands matched by
+    position, input values unlike the model's: :mod:`landfuse.core.run_warnings`).
 ``{"type": "result", "task": ..., "outputs": {"classes": path, ..., "report": path},
 "summary": {...}}``
     last line of a successful run; exit status 0.
@@ -22,9 +25,10 @@ object per line, flushed at once:
     (unexpected: the traceback goes to standard error).
 
 Logging goes to standard error. Cancelling: SIGTERM or SIGINT stop the run at once (the signal
-interrupts the current batch) and remove its temporary files; the ``--cancel-file`` appearing
-stops it before the next batch, which works on every platform. SIGKILL cannot be caught: the
-next run in the same output folder removes the temporary folder it left (POSIX).
+interrupts the current batch; :mod:`landfuse.core.signals`) and remove its temporary files;
+the ``--cancel-file`` appearing stops it before the next batch, which works on every platform.
+SIGKILL cannot be caught: the next run in the same output folder removes the temporary folder
+it left (POSIX).
 """
 
 from __future__ import annotations
@@ -33,12 +37,12 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import traceback
 from typing import Any, Optional, Sequence, TextIO
 
-from .errors import EXIT_OK, CancelledError, RequestError, exit_code_for
+from .errors import EXIT_OK, RequestError, exit_code_for
+from .signals import StopOnSignal
 
 logger = logging.getLogger(__name__)
 
@@ -56,25 +60,6 @@ class Emitter:
         line = json.dumps({"type": kind, **fields}, default=str)
         self.stream.write(line + "\n")
         self.stream.flush()
-
-
-class _SignalCancel:
-    """Turns SIGTERM/SIGINT into an immediate :class:`CancelledError` (raised once)."""
-
-    def __init__(self) -> None:
-        self.cancelled = False
-
-    def __call__(self, signum: int, _frame: Any) -> None:
-        if self.cancelled:
-            return  # a second signal must not interrupt the clean-up of the first
-        self.cancelled = True
-        raise CancelledError(f"The run was cancelled (signal {signum}); no output was written.")
-
-    def install(self) -> None:
-        for name in ("SIGTERM", "SIGINT"):
-            number = getattr(signal, name, None)
-            if number is not None:
-                signal.signal(number, self)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handler = _SignalCancel()
+    handler = StopOnSignal()
     try:
         handler.install()
         from . import engine
@@ -149,6 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             request,
             progress=lambda p: emit("progress", **p.to_dict()),
             cancel=cancelled,
+            warn=lambda w: emit("warning", **w.to_dict()),
         )
         emit("result", **result.to_dict())
         return EXIT_OK

@@ -49,11 +49,14 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from .errors import DiskSpaceError, OutputError
+from .protection import ProtectedFiles, check_destinations
 from .raster import Grid
+from .signals import critical
 
 logger = logging.getLogger(__name__)
 
@@ -123,20 +126,44 @@ class ProductSpec:
         return int(np.dtype(self.dtype).itemsize)
 
 
-def _is_disk_full(error: BaseException) -> bool:
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+#: What writing a raster may raise: OS errors, rasterio's, and GDAL's own (which rasterio raises
+#: as ``CPLE_*`` classes outside its RasterioError family, e.g. "IO error writing tag data").
+WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError)
+
+#: Below this much free space, a write error is taken for a full disk whatever GDAL's wording.
+_FULL_DISK_BYTES = 1 << 20
+
+
+def _free_bytes(path: Path) -> Optional[int]:
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def _is_disk_full(error: BaseException, path: Optional[Path] = None) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(error).lower()
-    return "no space left" in text or "disk full" in text or "not enough space" in text
+    if "no space left" in text or "disk full" in text or "not enough space" in text:
+        return True
+    # GDAL often reports only the consequence ("IO error writing tag data"): look at the disk.
+    free = _free_bytes(path) if path is not None else None
+    return free is not None and free < _FULL_DISK_BYTES
 
 
 def _wrap_io_error(error: BaseException, path: Path) -> OutputError:
     if isinstance(error, OutputError):  # already explained (it is an OSError too)
         return error
-    if _is_disk_full(error):
+    if _is_disk_full(error, path):
+        free = _free_bytes(path)
+        left = f" ({free / 1e6:.1f} MB left)" if free is not None else ""
         return DiskSpaceError(
-            f"The disk filled up while writing {path.name}; free some space or choose another "
-            "output folder. Nothing was left behind."
+            f"The disk is full{left}: it filled up while writing {path}. The partial "
+            "outputs were removed; free some space or choose another output folder, then run "
+            "again."
         )
     return OutputError(f"Writing {path} failed ({error}); check the output folder.")
 
@@ -202,7 +229,7 @@ class StreamingGeoTiff:
                 self._dst.write_colormap(1, _colormap(product))
                 names = {str(c.value): c.name for c in product.classes}
                 self._dst.update_tags(1, LANDFUSE_CLASSES=json.dumps(names))
-        except (RasterioError, OSError) as error:
+        except WRITE_ERRORS as error:
             raise _wrap_io_error(error, self.path) from None
 
     @property
@@ -310,7 +337,7 @@ class StreamingGeoTiff:
         rows, cols = data.shape
         try:
             self._dst.write(data, 1, window=Window(col, row, cols, rows))
-        except (RasterioError, OSError) as error:
+        except WRITE_ERRORS as error:
             raise _wrap_io_error(error, self.path) from None
 
     def close(self) -> None:
@@ -332,7 +359,7 @@ class StreamingGeoTiff:
             )
         try:
             self._dst.close()
-        except (RasterioError, OSError) as error:
+        except WRITE_ERRORS as error:
             raise _wrap_io_error(error, self.path) from None
 
     def abort(self) -> None:
@@ -667,8 +694,13 @@ class OutputSet:
         name: Base name of the files.
         products: The raster products.
         cog: Convert the rasters to Cloud-Optimised GeoTIFF at commit.
-        overwrite: Allow replacing existing outputs of the same names.
-        protected: Paths that must never be written (the run's inputs).
+        overwrite: Allow replacing existing outputs of the same names; products of the same
+            name that this run does not write (e.g. the confidence raster of an earlier run
+            that asked for it) are then removed when the run succeeds, so the folder never
+            mixes two runs.
+        protected: Files that must never be written (the run's inputs, their sidecars, the
+            weights: :func:`landfuse.core.protection.request_protected_files`).
+        other_suffixes: Suffixes of the task's other products (``confidence``...).
     """
 
     folder: Path
@@ -676,7 +708,8 @@ class OutputSet:
     products: Sequence[ProductSpec]
     cog: bool = True
     overwrite: bool = False
-    protected: Sequence[str] = ()
+    protected: Optional[ProtectedFiles] = None
+    other_suffixes: Sequence[str] = ()
     temp: Optional[Path] = field(default=None, init=False)
     _writers: dict[str, StreamingGeoTiff] = field(default_factory=dict, init=False)
     _created: list[Path] = field(default_factory=list, init=False)
@@ -693,6 +726,17 @@ class OutputSet:
             tif = self.final_path(product.suffix)
             paths += [tif, tif.with_suffix(".qml")]
         paths.append(self.final_path("report", ".json"))
+        return paths
+
+    def stale_paths(self) -> list[Path]:
+        """Files of the task's other products under this name, which a successful overwrite
+        removes (they would otherwise sit beside the new outputs as if they belonged to them)."""
+        paths = []
+        for suffix in self.other_suffixes:
+            if suffix in {p.suffix for p in self.products}:
+                continue
+            tif = self.final_path(suffix)
+            paths += [tif, tif.with_name(tif.name + ".aux.xml"), tif.with_suffix(".qml")]
         return paths
 
     def prepare(self) -> None:
@@ -720,12 +764,13 @@ class OutputSet:
             ) from None
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputError(f"The output folder {folder} is not writable; choose another.")
-        protected = {os.path.realpath(p) for p in self.protected}
+        if self.protected is not None:
+            check_destinations(
+                [(f"the output {p.name}", str(p)) for p in self.final_paths()],
+                self.protected,
+                fix="choose another output folder or name (--out, --name)",
+            )
         for path in self.final_paths():
-            if os.path.realpath(path) in protected:
-                raise OutputError(
-                    f"Writing {path} would replace an input; choose another output folder or name."
-                )
             if path.exists() and not self.overwrite and path.suffix in {".tif", ".json"}:
                 raise OutputError(
                     f"{path} already exists; choose another output name or folder, or allow "
@@ -811,7 +856,7 @@ class OutputSet:
                 if product.classes:
                     _set_category_names(staged, product)
                 staged.with_suffix(".qml").write_text(_style_for(product), encoding="utf-8")
-        except (OSError, RasterioError) as error:
+        except WRITE_ERRORS as error:
             raise _wrap_io_error(error, self.folder) from None
 
     def publish(self, report: dict[str, Any]) -> dict[str, str]:
@@ -846,6 +891,14 @@ class OutputSet:
             staged.append((staged_report, report_path))
         except OSError as error:
             raise _wrap_io_error(error, self.folder) from None
+        # A stop signal arriving now is held until every file is in place (core/signals.py).
+        with critical():
+            self._move_into_place(staged)
+        self._published = True
+        return outputs
+
+    def _move_into_place(self, staged: Sequence[tuple[Path, Path]]) -> None:
+        """Rename the staged files to their final names; undo the renames if one fails."""
         moved: list[Path] = []
         try:
             for source, target in staged:
@@ -857,12 +910,16 @@ class OutputSet:
                 aux = tif.with_name(tif.name + ".aux.xml")
                 if aux.exists() and aux not in moved:
                     aux.unlink()
+            if self.overwrite:
+                for stale in self.stale_paths():
+                    protected = self.protected is not None and self.protected.owner(str(stale))
+                    if stale.exists() and not protected:
+                        stale.unlink()
+                        logger.info("Removed %s, left by an earlier run of the same name.", stale)
         except OSError as error:
             for target in moved:
                 target.unlink(missing_ok=True)
             raise _wrap_io_error(error, self.folder) from None
-        self._published = True
-        return outputs
 
     def commit(self, report: dict[str, Any]) -> dict[str, str]:
         """:meth:`finish_rasters` then :meth:`publish`.

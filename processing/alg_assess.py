@@ -16,8 +16,13 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from ..core.errors import LandFuseError
-from ..core.metrics import assess_class_map, write_confusion_csv, write_report_json
+from ..core.metrics import (
+    assess_class_map,
+    change_label_map,
+    write_confusion_csv,
+    write_report_json,
+)
+from ..core.protection import ProtectedFiles
 from .alg_base import LandFuseAlgorithm, with_help
 from .layers import layer_file_path
 
@@ -92,7 +97,7 @@ class AssessAccuracyAlgorithm(LandFuseAlgorithm):
         for key, label in (("OA", "Overall accuracy"), ("KAPPA", "Kappa"), ("MIOU", "Mean IoU")):
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
-    def processAlgorithm(
+    def run_algorithm(
         self,
         parameters: Dict[str, Any],
         context: QgsProcessingContext,
@@ -114,12 +119,13 @@ class AssessAccuracyAlgorithm(LandFuseAlgorithm):
                 )
         else:
             reference, field = layer_file_path(reference_layer), None
-        try:
-            report = assess_class_map(class_map, reference, label_field=field)
-        except LandFuseError as error:
-            raise QgsProcessingException(str(error)) from None
         report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
         table_path = self.parameterAsFileOutput(parameters, self.TABLE, context)
+        self.guard_destinations(
+            {"the report": report_path, "the confusion table": table_path},
+            _inputs(class_map, reference, polygons is not None),
+        )
+        report = assess_class_map(class_map, reference, label_field=field)
         write_report_json(report, report_path, map=class_map, reference=reference)
         write_confusion_csv(report, table_path)
         feedback.pushInfo(
@@ -179,7 +185,7 @@ class ChangeVisualisationAlgorithm(LandFuseAlgorithm):
                            ("IOU", "IoU")):  # fmt: skip
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
-    def processAlgorithm(
+    def run_algorithm(
         self,
         parameters: Dict[str, Any],
         context: QgsProcessingContext,
@@ -190,18 +196,19 @@ class ChangeVisualisationAlgorithm(LandFuseAlgorithm):
             self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        label_map = reference_label_map(reference)
-        try:
-            report = assess_class_map(
-                prediction,
-                reference,
-                label_map=label_map,
-                class_names=("no change", "change"),
-                change_class=1,
-                visualisation=output,
-            )
-        except LandFuseError as error:
-            raise QgsProcessingException(str(error)) from None
+        report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
+        self.guard_destinations(
+            {"the visualisation": output, "the report": report_path},
+            _inputs(prediction, reference, False),
+        )
+        report = assess_class_map(
+            prediction,
+            reference,
+            label_map=reference_label_map(reference),
+            class_names=("no change", "change"),
+            change_class=1,
+            visualisation=output,
+        )
         change = report.change
         feedback.pushInfo(
             f"Change: precision {_percent(change.precision)}, recall {_percent(change.recall)}, "
@@ -214,7 +221,6 @@ class ChangeVisualisationAlgorithm(LandFuseAlgorithm):
             "F1": change.f1,
             "IOU": change.iou,
         }
-        report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
         if report_path:
             write_report_json(report, report_path, map=prediction, reference=reference)
             results[self.REPORT] = report_path
@@ -223,14 +229,11 @@ class ChangeVisualisationAlgorithm(LandFuseAlgorithm):
 
 def reference_label_map(path: str) -> Optional[Dict[int, int]]:
     """0/255 references (LEVIR-CD style) mean 0 no change, 255 change; 0/1 ones are used as is."""
-    import numpy as np
-    import rasterio
+    return change_label_map(path)
 
-    with rasterio.open(path) as src:
-        step = max(1, max(src.width, src.height) // 512)
-        sample = src.read(1, out_shape=(max(1, src.height // step), max(1, src.width // step)))
-        nodata = src.nodata
-    values = set(np.unique(sample).tolist()) - ({nodata} if nodata is not None else set())
-    if values and values <= {0, 255}:
-        return {0: 0, 255: 1}
-    return None
+
+def _inputs(class_map: str, reference: str, reference_is_vector: bool) -> ProtectedFiles:
+    protected = ProtectedFiles().add_raster(class_map, f"the map {class_map}")
+    if reference_is_vector:
+        return protected.add_vector(reference, f"the reference polygons {reference}")
+    return protected.add_raster(reference, f"the reference {reference}")

@@ -1,17 +1,27 @@
 """What every LandFuse Processing algorithm shares: naming, help, engine calls, feedback.
 
 Processing already runs algorithms in a background thread, so the engine runs in-process here
-(DESIGN.md §3: "Processing when asked"); progress and cancellation go through the feedback
-object, and every LandFuse error becomes a ``QgsProcessingException`` with its message.
+(DESIGN.md §3: "Processing when asked"); progress, cancellation and the run's warnings go
+through the feedback object. Subclasses implement :meth:`LandFuseAlgorithm.run_algorithm`; the
+base class's ``processAlgorithm`` turns every LandFuse error into a ``QgsProcessingException``
+with its message, and anything unexpected into one that points to the log (where the traceback
+goes), so the dialog never shows a raw traceback (issue 11).
+
+Destinations are checked against the run's inputs before anything is computed
+(:meth:`LandFuseAlgorithm.guard_destinations`): no destination may be an input, a file of an
+input's dataset or the weights file.
 """
 
 import importlib.util
 import os
 import shutil
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from qgis.core import (
+    Qgis,
+    QgsMessageLog,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
@@ -22,8 +32,12 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from ..core.band_mapping import suggest_band_mapping
 from ..core.errors import LandFuseError
+from ..core.protection import (
+    ProtectedFiles,
+    check_destinations,
+    request_protected_files,
+)
 from ..core.requests import RasterSource
 from . import environment, layers
 
@@ -66,6 +80,39 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):
         return type(self)()
 
+    def processAlgorithm(
+        self,
+        parameters: Dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> Dict[str, Any]:
+        """Run :meth:`run_algorithm`; errors become messages, never tracebacks."""
+        try:
+            return self.run_algorithm(parameters, context, feedback)
+        except QgsProcessingException:
+            raise
+        except LandFuseError as error:
+            raise QgsProcessingException(str(error)) from None
+        except Exception as error:  # a bug: the traceback goes to the log, not the dialog
+            QgsMessageLog.logMessage(
+                f"{self.displayName()} failed unexpectedly:\n{traceback.format_exc()}",
+                "LandFuse",
+                Qgis.Critical,
+            )
+            raise QgsProcessingException(
+                f"Unexpected error ({type(error).__name__}: {error}). The details are in the "
+                "'LandFuse' tab of the Log Messages panel; please report them."
+            ) from None
+
+    def run_algorithm(
+        self,
+        parameters: Dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> Dict[str, Any]:
+        """The algorithm's work (subclasses); may raise any LandFuse error."""
+        raise NotImplementedError
+
     def helpUrl(self) -> str:
         return "https://github.com/landfuse/landfuse/blob/main/docs/user-guide.md"
 
@@ -96,10 +143,11 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
                         default_tile,
                         False,
                         0,
-                        4096,
                     ),
                     "Edge of the square tiles the scene is cut into; a multiple of the model's "
-                    "output stride (32 is always safe).",
+                    "output stride (32 is always safe). Larger tiles need more memory: the run "
+                    "is refused, naming the largest tile that fits, when they would not fit "
+                    "(the same check as on the command line).",
                 )
             )
         )
@@ -113,7 +161,6 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
                         -1,
                         False,
                         -1,
-                        2048,
                     ),
                     "Overlapping tiles are blended with a smooth window so no seams show.",
                 )
@@ -175,22 +222,23 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
             )
 
     @staticmethod
-    def source_for(layer: QgsRasterLayer, model_bands: Sequence[str], what: str) -> RasterSource:
-        """The layer's file with its bands matched to the model's (by description, else order)."""
+    def source_for(layer: QgsRasterLayer, what: str) -> RasterSource:
+        """The layer's file, all its bands: the engine matches them to the model's bands with
+        its one resolver (by description, else by position with a warning)."""
         if layer is None:
             raise QgsProcessingException(f"No layer was given for {what}.")
-        try:
-            mapping = suggest_band_mapping(layers.band_descriptions(layer), model_bands)
-            problem = mapping.problem(layer.bandCount())
-            if problem:
-                raise QgsProcessingException(f"{what} ('{layer.name()}'): {problem}")
-            return layers.raster_source(layer, [int(i) for i in mapping.raster_bands])
-        except LandFuseError as error:
-            raise QgsProcessingException(str(error)) from None
+        return RasterSource(layers.layer_file_path(layer))
 
     @staticmethod
-    def run_engine(request, feedback: QgsProcessingFeedback):
-        """Run the engine in this thread with Processing's progress and cancel."""
+    def push_warning(feedback: QgsProcessingFeedback, text: str) -> None:
+        """A warning in the Processing log (highlighted where QGIS can)."""
+        if hasattr(feedback, "pushWarning"):
+            feedback.pushWarning(f"Warning: {text}")
+        else:  # QGIS before 3.16.2
+            feedback.reportError(f"Warning: {text}", False)
+
+    def run_engine(self, request, feedback: QgsProcessingFeedback):
+        """Run the engine in this thread with Processing's progress, cancel and warnings."""
         from ..core import engine
 
         def progress(update) -> None:
@@ -198,10 +246,43 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
             if update.message:
                 feedback.setProgressText(update.message)
 
-        try:
-            return engine.run(request, progress=progress, cancel=feedback.isCanceled)
-        except LandFuseError as error:
-            raise QgsProcessingException(str(error)) from None
+        return engine.run(
+            request,
+            progress=progress,
+            cancel=feedback.isCanceled,
+            warn=lambda warning: self.push_warning(feedback, warning.message),
+        )
+
+    @staticmethod
+    def report_destination(main: str) -> str:
+        """Where the run report goes: beside the main product, ``<main>_report.json``."""
+        return main.rsplit(".", 1)[0] + "_report.json"
+
+    def guard_destinations(
+        self,
+        destinations: Dict[str, Optional[str]],
+        protected: Optional[ProtectedFiles] = None,
+        request: Any = None,
+    ) -> None:
+        """Refuse, before any work, destinations that are inputs (or their files).
+
+        Args:
+            destinations: What → path (empty paths skipped); for a mapping run, the report
+                beside the first one is checked too.
+            protected: The inputs' files; default those of ``request``.
+            request: The engine request whose inputs are protected.
+
+        Raises:
+            OutputError: naming the destination and the input it would replace.
+        """
+        if protected is None:
+            protected = request_protected_files(request)
+        items = dict(destinations)
+        if request is not None:
+            main = next((p for p in destinations.values() if p), None)
+            if main:
+                items["the run report"] = self.report_destination(main)
+        check_destinations(items, protected)
 
     def deliver(self, result, products: Dict[str, Any]) -> Dict[str, Any]:
         """Move the engine's products to their Processing destinations, and the report beside
@@ -221,7 +302,7 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
             if destination and key in result.outputs:
                 results[parameter] = self.move_product(result.outputs[key], destination)
                 main = main or destination
-        report = main.rsplit(".", 1)[0] + "_report.json"
+        report = self.report_destination(main)
         results["REPORT"] = self.move_product(result.outputs["report"], report)
         return results
 

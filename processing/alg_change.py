@@ -117,7 +117,7 @@ class ChangeDetectionAlgorithm(LandFuseAlgorithm):
             )
         )
 
-    def processAlgorithm(
+    def run_algorithm(
         self,
         parameters: Dict[str, Any],
         context: QgsProcessingContext,
@@ -125,13 +125,12 @@ class ChangeDetectionAlgorithm(LandFuseAlgorithm):
     ) -> Dict[str, Any]:
         self.require_torch()
         spec = list_model_specs("change")[self.parameterAsEnum(parameters, self.MODEL, context)]
-        bands = [b.name for b in spec.modalities[0].bands]
         before_layer = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
         after_layer = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         if before_layer is None or after_layer is None:
             raise QgsProcessingException("Give both the 'before' and the 'after' image.")
-        before = self.source_for(before_layer, bands, "Before")
-        after = self.source_for(after_layer, bands, "After")
+        before = self.source_for(before_layer, "Before")
+        after = self.source_for(after_layer, "After")
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         probability = self.parameterAsOutputLayer(parameters, self.PROBABILITY, context)
         folder = engine_folder(output)
@@ -147,6 +146,9 @@ class ChangeDetectionAlgorithm(LandFuseAlgorithm):
             name="change",
             overwrite=True,
             **self.run_options(parameters, context),
+        )
+        self.guard_destinations(
+            {"the change mask": output, "the change probability": probability}, request=request
         )
         try:
             result = self.run_engine(request, feedback)

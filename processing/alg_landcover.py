@@ -139,7 +139,7 @@ class LandCoverAlgorithm(LandFuseAlgorithm):
             )
         )
 
-    def processAlgorithm(
+    def run_algorithm(
         self,
         parameters: Dict[str, Any],
         context: QgsProcessingContext,
@@ -156,8 +156,7 @@ class LandCoverAlgorithm(LandFuseAlgorithm):
                     f"The model '{spec.title}' needs a {modality.title} layer: give it, or choose "
                     "a model that takes the inputs you have."
                 )
-            source = self.source_for(layer, [b.name for b in modality.bands], modality.title)
-            inputs.append(ModalityInput(modality.key, (source,)))
+            inputs.append(ModalityInput(modality.key, (self.source_for(layer, modality.title),)))
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context)
         folder = engine_folder(output)
@@ -172,6 +171,9 @@ class LandCoverAlgorithm(LandFuseAlgorithm):
             name="landcover",
             overwrite=True,
             **self.run_options(parameters, context),
+        )
+        self.guard_destinations(
+            {"the land-cover map": output, "the confidence raster": confidence}, request=request
         )
         try:
             result = self.run_engine(request, feedback)

@@ -224,7 +224,7 @@ class _TrainAlgorithm(LandFuseAlgorithm):
             return _vector_file(polygons), field
         return None
 
-    def datasets(self, parameters, context, inputs: List[Any], spec):
+    def datasets(self, parameters, context, feedback, inputs: List[Any], spec):
         from ..core.datasets import RasterChipDataset, RasterScene
         from ..core.train_cli import parse_label_map
 
@@ -243,9 +243,16 @@ class _TrainAlgorithm(LandFuseAlgorithm):
         if spec.task == "change":
             nearest = ()
 
+        from ..core.train_cli import model_band_names
+
         def chips(path: str, field: Optional[str]):
             scene = RasterScene(tuple(inputs), path, label_field=field, label_map=label_map)
-            return RasterChipDataset([scene], chip_size=chip, nearest_inputs=nearest)
+            dataset = RasterChipDataset(
+                [scene], chip_size=chip, nearest_inputs=nearest, band_names=model_band_names(spec)
+            )
+            for warning in dataset.warnings:
+                self.push_warning(feedback, warning.message)
+            return dataset
 
         train_set = chips(*label)
         validation = self.label_source(parameters, context, prefix="VAL_")
@@ -258,7 +265,7 @@ class _TrainAlgorithm(LandFuseAlgorithm):
         from ..core.training import TrainingConfig, recipe_for, train
 
         try:
-            train_set, val_set = self.datasets(parameters, context, inputs, spec)
+            train_set, val_set = self.datasets(parameters, context, feedback, inputs, spec)
             changes: Dict[str, Any] = {
                 "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
                 "max_iterations": None,
@@ -345,7 +352,7 @@ class TrainLandCoverAlgorithm(_TrainAlgorithm):
         self.add_label_parameters()
         self.add_training_parameters(default_epochs=20, default_chip=128)
 
-    def processAlgorithm(
+    def run_algorithm(
         self,
         parameters: Dict[str, Any],
         context: QgsProcessingContext,
@@ -361,7 +368,7 @@ class TrainLandCoverAlgorithm(_TrainAlgorithm):
                 raise QgsProcessingException(
                     f"The model '{spec.title}' needs a {modality.title} layer."
                 )
-            inputs.append(self.source_for(layer, [b.name for b in modality.bands], modality.title))
+            inputs.append(self.source_for(layer, modality.title))
         return self.train_model(parameters, context, feedback, spec, inputs)
 
 
@@ -392,16 +399,15 @@ class TrainChangeAlgorithm(_TrainAlgorithm):
         self.add_label_parameters()
         self.add_training_parameters(default_epochs=20, default_chip=128)
 
-    def processAlgorithm(
+    def run_algorithm(
         self,
         parameters: Dict[str, Any],
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> Dict[str, Any]:
         spec = list_model_specs("change")[self.parameterAsEnum(parameters, "MODEL", context)]
-        bands = [b.name for b in spec.modalities[0].bands]
         inputs = []
         for key, what in (("BEFORE", "Before"), ("AFTER", "After")):
             layer = self.parameterAsRasterLayer(parameters, key, context)
-            inputs.append(self.source_for(layer, bands, what))
+            inputs.append(self.source_for(layer, what))
         return self.train_model(parameters, context, feedback, spec, inputs)

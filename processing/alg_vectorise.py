@@ -19,6 +19,7 @@ from qgis.core import (
 )
 
 from ..core.errors import LandFuseError
+from ..core.protection import ProtectedFiles
 from ..core.vectorise import vectorise_mask
 from .alg_base import LandFuseAlgorithm, with_help
 from .layers import layer_file_path
@@ -94,18 +95,23 @@ class VectoriseChangesAlgorithm(LandFuseAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("COUNT", "Number of polygons"))
         self.addOutput(QgsProcessingOutputNumber("TOTAL_HECTARES", "Changed area (ha)"))
 
-    def processAlgorithm(
+    def run_algorithm(
         self,
         parameters: Dict[str, Any],
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> Dict[str, Any]:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        mask_path = layer_file_path(layer)
+        self.guard_destinations(
+            {"the change polygons": self.parameterAsOutputLayer(parameters, self.OUTPUT, context)},
+            ProtectedFiles().add_raster(mask_path, f"the change mask {mask_path}"),
+        )
         scratch = Path(tempfile.mkdtemp(prefix="landfuse-vectorise-"))
         try:
             try:
                 result = vectorise_mask(
-                    layer_file_path(layer),
+                    mask_path,
                     str(scratch / "changes.gpkg"),
                     value=self.parameterAsInt(parameters, self.VALUE, context),
                     min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),

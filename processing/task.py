@@ -85,7 +85,8 @@ class InferenceTask(QgsTask):
     """Runs a request in a worker process; emits ``done(self)`` when it has ended.
 
     After ``done``: ``result`` (the worker's result dict) on success, ``failure`` (a
-    :class:`RunFailure`) on error, ``cancelled_by_user`` when cancelled.
+    :class:`RunFailure`) on error, ``cancelled_by_user`` when cancelled; ``warnings`` holds
+    the run's warnings (dicts with ``code``, ``message``, ``input``) whatever the outcome.
     """
 
     progress_text = pyqtSignal(str)
@@ -102,6 +103,7 @@ class InferenceTask(QgsTask):
         self.result: Optional[Dict[str, Any]] = None
         self.failure: Optional[RunFailure] = None
         self.cancelled_by_user = False
+        self.warnings: List[Dict[str, Any]] = []
         self.ended = False
         self._process: Optional[subprocess.Popen] = None
         self._stderr: List[str] = []
@@ -177,6 +179,10 @@ class InferenceTask(QgsTask):
             fraction = float(event.get("fraction") or 0.0)
             self.setProgress(max(0.0, min(100.0, 100.0 * fraction)))
             self.progress_text.emit(progress_line_text(event))
+        elif kind == "warning":
+            warning = {k: v for k, v in event.items() if k != "type"}
+            self.warnings.append(warning)
+            QgsMessageLog.logMessage(str(warning.get("message", "")), LOG_TAG, Qgis.Warning)
         elif kind == "result":
             self.result = {k: v for k, v in event.items() if k != "type"}
         elif kind == "error":

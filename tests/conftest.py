@@ -1,5 +1,6 @@
 """Fixtures shared by every test tier."""
 
+import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -7,6 +8,9 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Helper modules shared by the tiers (tests/faultcases.py) import as top-level modules.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 REALDATA = REPO_ROOT.parent / "shared" / "realdata"
 
 

@@ -10,7 +10,7 @@ import html
 import json
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from qgis.core import (
     Qgis,
@@ -583,6 +583,7 @@ class LandFuseDock(QgsDockWidget):
         self.iface = iface
         self.task: Optional[InferenceTask] = None
         self.last_summary: Optional[RunSummary] = None
+        self.last_warnings: List[Dict[str, Any]] = []
         self.last_failure: Optional[RunFailure] = None
         self.probe: Optional[environment.PythonProbe] = None
         self._probe_process: Optional[QProcess] = None
@@ -1107,8 +1108,18 @@ class LandFuseDock(QgsDockWidget):
             if report
             else ""
         )
-        self.status.setText(html.escape(summary.text) + link)
+        self.last_warnings = list(task.warnings)
+        warned = ""
+        if task.warnings:
+            items = "".join(f"<li>{html.escape(w.get('message', ''))}</li>" for w in task.warnings)
+            warned = (
+                "<br><span style='color:#8a5300'><b>Check before trusting this map:</b></span>"
+                f"<ul style='margin:0'>{items}</ul>"
+            )
+        self.status.setText(html.escape(summary.text) + link + warned)
         self.show_success(summary, report, added)
+        for warning in task.warnings:
+            self.show_message(f"Check the map: {warning.get('message', '')}", Qgis.Warning)
 
     def _open_link(self, link: str) -> None:
         QDesktopServices.openUrl(QUrl(link))

@@ -74,7 +74,9 @@ def scene(tmp_path, monkeypatch):
         16,
     )
     monkeypatch.setattr(engine, "model_info", lambda name: info)
-    monkeypatch.setattr(engine, "load_network", lambda i, w, d: (Stub(5, 3), i, "0" * 64, {}))
+    monkeypatch.setattr(
+        engine, "load_network", lambda i, w, d, warn=None: (Stub(5, 3), i, "0" * 64, {})
+    )
     paths["out"] = str(tmp_path / "out")
     return paths
 
@@ -111,7 +113,7 @@ def test_json_output_and_options_reach_the_request(scene, capsys, monkeypatch):
     seen = {}
     real_run = engine.run
 
-    def spy(request, progress=None, cancel=None):
+    def spy(request, progress=None, cancel=None, warn=None):
         seen["request"] = request
         return real_run(request, progress, cancel)
 
@@ -155,7 +157,7 @@ def test_json_output_and_options_reach_the_request(scene, capsys, monkeypatch):
 def test_predict_change_builds_a_change_request(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake_run(request, progress=None, cancel=None):
+    def fake_run(request, progress=None, cancel=None, warn=None):
         seen["request"] = request
         return engine.RunResult("change", {"change": "c.tif", "report": "r.json"}, {})
 

@@ -119,7 +119,7 @@ def use_stub(monkeypatch):
         bands *= 2 if info.task == "change" else 1
         net = network or PixelStub(bands, len(info.classes))
         monkeypatch.setattr(
-            engine, "load_network", lambda i, w, d: (net, i, "ab" * 32, {"training": {}})
+            engine, "load_network", lambda i, w, d, warn=None: (net, i, "ab" * 32, {"training": {}})
         )
         return net
 
@@ -729,7 +729,7 @@ def test_disk_full_up_front_and_during_the_run(tmp_path, weights, use_stub, monk
         self._dst.write = full
 
     monkeypatch.setattr(writers.StreamingGeoTiff, "__init__", failing_init)
-    with pytest.raises(DiskSpaceError, match="disk filled up"):
+    with pytest.raises(DiskSpaceError, match="disk is full"):
         engine.run_landcover(landcover_request(paths, tmp_path / "out", weights))
     assert not (tmp_path / "out").exists()
 

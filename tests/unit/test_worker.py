@@ -49,7 +49,7 @@ DRIVER = textwrap.dedent(
         tuple(Cls(i, f"c{i}", (10 * i, 20, 30)) for i in range(3)), 32, 16,
     )
     engine.model_info = lambda name: INFO
-    engine.load_network = lambda info, weights, device: (Stub(), info, "0" * 64, {})
+    engine.load_network = lambda info, weights, device, warn=None: (Stub(), info, "0" * 64, {})
     sys.exit(worker.main())
     """
 )

@@ -18,6 +18,7 @@ from rasterio.transform import from_origin
 
 from landfuse.core import writers
 from landfuse.core.errors import DiskSpaceError, OutputError
+from landfuse.core.protection import ProtectedFiles
 from landfuse.core.raster import Grid
 from landfuse.core.writers import (
     TEMP_PREFIX,
@@ -164,7 +165,7 @@ def test_a_full_disk_while_writing_is_a_disk_space_error(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(writer._dst, "write", full, raising=False)
-    with pytest.raises(DiskSpaceError, match="disk filled up"):
+    with pytest.raises(DiskSpaceError, match="disk is full"):
         writer.write_rows(0, np.zeros((16, 300), np.uint8))
     writer.abort()
 
@@ -240,13 +241,10 @@ def test_prepare_refuses_bad_folders_existing_outputs_and_inputs(tmp_path):
     with pytest.raises(OutputError, match=r"already exists.*--overwrite"):
         OutputSet(tmp_path, "landcover", [class_product()]).prepare()
     OutputSet(tmp_path, "landcover", [class_product()], overwrite=True).prepare()
-    with pytest.raises(OutputError, match="replace an input"):
+    protected = ProtectedFiles().add_raster(str(tmp_path / "landcover_classes.tif"), "the input")
+    with pytest.raises(OutputError, match="would replace the input"):
         OutputSet(
-            tmp_path,
-            "landcover",
-            [class_product()],
-            overwrite=True,
-            protected=[str(tmp_path / "landcover_classes.tif")],
+            tmp_path, "landcover", [class_product()], overwrite=True, protected=protected
         ).prepare()
 
 
