@@ -45,6 +45,9 @@ ICON_PATH = str(Path(__file__).resolve().parent.parent / "resources" / "icon.png
 DEVICE_OPTIONS = ("auto", "cpu", "cuda", "mps")
 PRECISION_OPTIONS = ("auto", "fp32", "bf16", "fp16")
 NORMALISATION_OPTIONS = ("auto", "minmax_per_tile", "fixed_bounds", "scale", "fixed_stats")
+#: The weights file parameters' filter. No fixed extension: with one, QGIS refuses a folder or a
+#: sidecar with "Incorrect parameter value" before LandFuse can say which file to give.
+WEIGHTS_FILE_FILTER = "LandFuse weights (*.pt *.pth *.ckpt);;All files (*)"
 
 
 def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:

@@ -19,6 +19,7 @@ from qgis.core import (
 from ..core.requests import ChangeRequest
 from ..models.registry import list_model_specs
 from .alg_base import (
+    WEIGHTS_FILE_FILTER,
     LandFuseAlgorithm,
     advanced,
     cleanup_folder,
@@ -75,7 +76,10 @@ class ChangeDetectionAlgorithm(LandFuseAlgorithm):
         self.addParameter(
             with_help(
                 QgsProcessingParameterFile(
-                    self.WEIGHTS, "Weights file", QgsProcessingParameterFile.File, "pt"
+                    self.WEIGHTS,
+                    "Weights file",
+                    QgsProcessingParameterFile.File,
+                    fileFilter=WEIGHTS_FILE_FILTER,
                 ),
                 "A LandFuse weights file (.pt + .json sidecar) or a published AMFNet state_dict.",
             )

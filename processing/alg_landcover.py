@@ -18,6 +18,7 @@ from qgis.core import (
 from ..core.requests import AreaOfInterest, LandCoverRequest, ModalityInput
 from ..models.registry import list_model_specs
 from .alg_base import (
+    WEIGHTS_FILE_FILTER,
     LandFuseAlgorithm,
     advanced,
     cleanup_folder,
@@ -107,7 +108,10 @@ class LandCoverAlgorithm(LandFuseAlgorithm):
         self.addParameter(
             with_help(
                 QgsProcessingParameterFile(
-                    self.WEIGHTS, "Weights file", QgsProcessingParameterFile.File, "pt"
+                    self.WEIGHTS,
+                    "Weights file",
+                    QgsProcessingParameterFile.File,
+                    fileFilter=WEIGHTS_FILE_FILTER,
                 ),
                 "A LandFuse weights file (.pt + .json sidecar) or a published checkpoint.",
             )

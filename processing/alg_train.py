@@ -29,7 +29,14 @@ from qgis.core import (
 from ..core.errors import CancelledError, LandFuseError
 from ..models.registry import list_model_specs
 from .alg_assess import reference_label_map
-from .alg_base import DEVICE_OPTIONS, LandFuseAlgorithm, advanced, enum_names, with_help
+from .alg_base import (
+    DEVICE_OPTIONS,
+    WEIGHTS_FILE_FILTER,
+    LandFuseAlgorithm,
+    advanced,
+    enum_names,
+    with_help,
+)
 from .alg_landcover import MODALITY_PARAMETERS
 from .layers import layer_file_path
 
@@ -166,8 +173,8 @@ class _TrainAlgorithm(LandFuseAlgorithm):
                     "FINETUNE",
                     "Fine-tune from weights (optional)",
                     QgsProcessingParameterFile.File,
-                    "pt",
                     optional=True,
+                    fileFilter=WEIGHTS_FILE_FILTER,
                 ),
                 "Start from a LandFuse weights file or a published checkpoint; the classifier is "
                 "replaced when your class table differs.",
