@@ -212,36 +212,46 @@ class ResolvedBands:
         return tuple(positions[choice] for choice in self.choices)
 
 
-def _explicit(files: Sequence[FileBands], model_bands: Sequence[str]) -> ResolvedBands:
-    choices: List[Tuple[int, int]] = []
-    for index, item in enumerate(files):
-        if not item.selection:
-            choices += [(index, band) for band in range(1, item.count + 1)]
-            continue
-        lookup: Dict[str, int] = {}
-        for band, text in enumerate(item.descriptions, start=1):
-            name = band_name_of(text)
-            if name:
-                lookup.setdefault(name, band)
-        for ref in item.selection:
-            if isinstance(ref, str) and ref.strip().isdigit():
-                ref = int(ref.strip())
-            if isinstance(ref, int):
-                if not 1 <= ref <= item.count:
-                    raise BandMismatchError(
-                        f"{item.path} has {item.count} band(s); band {ref} does not exist "
-                        "(bands count from 1)."
-                    )
-                choices.append((index, ref))
-                continue
-            found = lookup.get(normalise_band_name(ref))
-            if found is None:
-                named = ", ".join(d for d in item.descriptions if d) or "none"
+def select_file_bands(item: FileBands) -> Tuple[int, ...]:
+    """The 1-based bands an explicit selection takes from one file (all bands when empty).
+
+    Raises:
+        BandMismatchError: for an index out of range or a name no band carries.
+    """
+    if not item.selection:
+        return tuple(range(1, item.count + 1))
+    lookup: Dict[str, int] = {}
+    for band, text in enumerate(item.descriptions, start=1):
+        name = band_name_of(text)
+        if name:
+            lookup.setdefault(name, band)
+    chosen: List[int] = []
+    for ref in item.selection:
+        if isinstance(ref, str) and ref.strip().isdigit():
+            ref = int(ref.strip())
+        if isinstance(ref, int):
+            if not 1 <= ref <= item.count:
                 raise BandMismatchError(
-                    f"{item.path} has no band described as '{ref}' (descriptions: {named}); "
-                    "select bands by number instead, e.g. 1,2,3."
+                    f"{item.path} has {item.count} band(s); band {ref} does not exist "
+                    "(bands count from 1)."
                 )
-            choices.append((index, found))
+            chosen.append(ref)
+            continue
+        found = lookup.get(normalise_band_name(ref))
+        if found is None:
+            named = ", ".join(d for d in item.descriptions if d) or "none"
+            raise BandMismatchError(
+                f"{item.path} has no band described as '{ref}' (descriptions: {named}); "
+                "select bands by number instead, e.g. 1,2,3."
+            )
+        chosen.append(found)
+    return tuple(chosen)
+
+
+def _explicit(files: Sequence[FileBands], model_bands: Sequence[str]) -> ResolvedBands:
+    choices = [
+        (index, band) for index, item in enumerate(files) for band in select_file_bands(item)
+    ]
     return ResolvedBands(tuple(model_bands), tuple(choices), MATCHED_EXPLICITLY)
 
 

@@ -49,11 +49,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window
 
-from .band_mapping import normalise_band_name
+from .band_mapping import FileBands, select_file_bands
 from .errors import (
     AlignmentError,
     AreaOfInterestError,
-    BandMismatchError,
     GeoreferenceError,
     InputFileError,
 )
@@ -320,34 +319,7 @@ def select_bands(info: SourceInfo, bands: Sequence[int | str]) -> tuple[int, ...
     Raises:
         BandMismatchError: for an index out of range or a name no band carries.
     """
-    if not bands:
-        return tuple(range(1, info.count + 1))
-    lookup: dict[str, int] = {}
-    for index, description in enumerate(info.descriptions, start=1):
-        if description:
-            lookup.setdefault(normalise_band_name(description), index)
-    chosen: list[int] = []
-    for band in bands:
-        if isinstance(band, int):
-            if not 1 <= band <= info.count:
-                raise BandMismatchError(
-                    f"{info.path} has {info.count} band(s); band {band} does not exist "
-                    f"(bands count from 1)."
-                )
-            chosen.append(band)
-            continue
-        if band.strip().isdigit():
-            chosen.extend(select_bands(info, (int(band.strip()),)))
-            continue
-        found = lookup.get(normalise_band_name(band))
-        if found is None:
-            named = ", ".join(d for d in info.descriptions if d) or "none"
-            raise BandMismatchError(
-                f"{info.path} has no band described as '{band}' (descriptions: {named}); select "
-                "bands by number instead, e.g. 1,2,3."
-            )
-        chosen.append(found)
-    return tuple(chosen)
+    return select_file_bands(FileBands(info.path, info.descriptions, tuple(bands)))
 
 
 def choose_reference(infos: Sequence[SourceInfo], reference: Optional[str] = None) -> SourceInfo:

@@ -457,20 +457,24 @@ def _output_exists(kit: Kit) -> Run:
     return kit.landcover()
 
 
+def upscaled_vrt(kit: Kit, source: Path, size: int) -> Path:
+    """A VRT showing ``source`` at ``size`` px a side (same extent, no pixels stored)."""
+    vrt = kit.inputs / f"{source.stem}_{size}.vrt"
+    subprocess.run(
+        ["gdal_translate", "-q", "-of", "VRT", "-outsize", str(size), str(size), str(source),
+         str(vrt)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return vrt
+
+
 def _huge_run(kit: Kit) -> Run:
-    """A 30000² scene (VRTs over the small files: no pixels stored) with one 100000 px tile."""
-
-    def upscale(src: Path, size: int) -> Path:
-        vrt = kit.inputs / f"huge_{src.stem}.vrt"
-        subprocess.run(
-            ["gdal_translate", "-q", "-of", "VRT", "-outsize", str(size), str(size), str(src),
-             str(vrt)],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        return vrt
-
-    inputs = {"s2": [upscale(kit.s2(), 30000)], "s1": [upscale(kit.s1(), 15000)],
-              "dem": [upscale(kit.dem(), 30000)]}  # fmt: skip
+    """A 30000² scene (VRTs over the small files) with one 100000 px tile."""
+    inputs = {
+        "s2": [upscaled_vrt(kit, kit.s2(), 30000)],
+        "s1": [upscaled_vrt(kit, kit.s1(), 15000)],
+        "dem": [upscaled_vrt(kit, kit.dem(), 30000)],
+    }
     return kit.landcover(inputs=inputs, tile=100000)
 
 

@@ -98,3 +98,17 @@ def weights(tmp_path_factory):
         "landcover": tiny_weights(folder, "amm_fusenet_s2_s1_hunan"),
         "change": tiny_weights(folder, "amfnet_rgb_levir"),
     }
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    """The LandFuse Processing provider, registered for the module's tests."""
+    from qgis.core import QgsApplication
+
+    from landfuse.processing.provider import LandFuseProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = LandFuseProvider()
+    registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(provider)

@@ -99,6 +99,30 @@ def test_landcover_run_adds_styled_layers(dock, scenes, weights, tmp_path):
     assert (tmp_path / "landcover_001_report.json").is_file()
 
 
+def test_a_warning_of_the_run_reaches_the_dock(dock, scenes, weights, tmp_path):
+    """Issue 11: reflectances scaled 0-1 still give a map, but the dock says what to check."""
+    import numpy as np
+    import rasterio
+    from faultcases import S2_NAMES, write_raster
+
+    with rasterio.open(scenes["s2"]) as src:
+        scaled = (src.read() / 10000.0).astype("float32")
+    s2 = write_raster(tmp_path / "s2_scaled.tif", scaled, 10, descriptions=S2_NAMES)
+    panel = dock.landcover
+    panel.layer_combos["s2"].setLayer(_add(s2, "S2 0-1"))
+    panel.layer_combos["s1"].setLayer(_add(scenes["s1"], "S1"))
+    panel.weights.setFilePath(str(weights["landcover"]))
+    dock.output_dir.setFilePath(str(tmp_path / "out"))
+    dock.tile.setValue(64)
+    dock.run()
+    _wait_until_done(dock)
+    assert dock.last_failure is None, dock.last_failure
+    assert [w["code"] for w in dock.last_warnings] == ["input_values"]
+    assert "multiply them by 10000" in dock.last_warnings[0]["message"]
+    assert "Check before trusting this map" in dock.status.text()
+    assert np.isfinite(scaled).all()
+
+
 def test_cancel_adds_nothing_and_leaves_no_files(dock, scenes, weights, tmp_path):
     request = ChangeRequest(
         before=(str(scenes["before"]),),

@@ -9,22 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
-
-from landfuse.processing.provider import LandFuseProvider
+from qgis.core import QgsProcessingException, QgsVectorLayer
 
 pytestmark = pytest.mark.qgis
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    provider = LandFuseProvider()
-    registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 def _run(algorithm, parameters):

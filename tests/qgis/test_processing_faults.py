@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from faultcases import Case, Kit, Run, cases_for, check_untouched, sha256_tree, snapshot
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from landfuse.models.registry import list_model_specs
 from landfuse.processing.alg_base import DEVICE_OPTIONS
-from landfuse.processing.provider import LandFuseProvider
 
 pytestmark = pytest.mark.qgis
 
@@ -46,15 +45,6 @@ class RecordingFeedback(QgsProcessingFeedback):
     def reportError(self, text: str, fatal: bool = False) -> None:
         self.errors.append(text)
         super().reportError(text, fatal)
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    provider = LandFuseProvider()
-    registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 @pytest.fixture(scope="session")

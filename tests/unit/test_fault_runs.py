@@ -30,6 +30,7 @@ from faultcases import (
     landfuse_command,
     sha256_tree,
     snapshot,
+    upscaled_vrt,
 )
 
 from landfuse.core import engine
@@ -42,22 +43,12 @@ def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fault_run_weights")
 
 
-def _upscaled(kit: Kit, source: Path, size: int) -> Path:
-    vrt = kit.inputs / f"{source.stem}_{size}.vrt"
-    subprocess.run(
-        ["gdal_translate", "-q", "-of", "VRT", "-outsize", str(size), str(size), str(source),
-         str(vrt)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return vrt
-
-
 def _long_run(kit: Kit, size: int = 1536) -> Run:
     """A land-cover run of several seconds on this machine (VRTs over the small test files)."""
     inputs = {
-        "s2": [_upscaled(kit, kit.s2(), size)],
-        "s1": [_upscaled(kit, kit.s1(), size // 2)],
-        "dem": [_upscaled(kit, kit.dem(), size)],
+        "s2": [upscaled_vrt(kit, kit.s2(), size)],
+        "s1": [upscaled_vrt(kit, kit.s1(), size // 2)],
+        "dem": [upscaled_vrt(kit, kit.dem(), size)],
     }
     return kit.landcover(inputs=inputs, tile=256, batch=2)
 

@@ -1,0 +1,125 @@
+"""Does memory stay flat when one process maps the same scene again and again? (issue 11)
+
+QGIS keeps its Python process for a whole session, and Processing runs the engine inside it, so
+a run that leaves memory behind grows QGIS a little with every map. This script runs the same
+land-cover prediction ``--runs`` times (10 by default) in one process and prints the process's
+resident memory (``VmRSS``) after each run, and how far its high-water mark (``VmHWM``) rose
+above the memory held before the first run, next to the engine's own estimate of a run's peak
+(``report["memory"]``, core/memory.py): the ratio shows whether the estimate is on the safe
+side (below 1) or not.
+
+The scene: the real TerraMind Sentinel-2 L1C, Sentinel-1 RTC and DEM sample ``282D_485L_3_3``
+of ``../shared/realdata`` (264 px a side), enlarged to ``--scene`` px through VRTs (no pixels
+are stored); the weights: the demo land-cover weights (``amm_fusenet_lite_s2_s1_dem``).
+
+The goal: after the first two runs (allocator pools, GDAL's cache and torch's kernels settle
+there), the resident memory after each later run stays within 5 % of the second run's. The
+script prints PASS or FAIL and exits with 1 on FAIL::
+
+    .venv/bin/python scripts/bench_repeat_memory.py                # 10 runs, 1536 px scene
+    .venv/bin/python scripts/bench_repeat_memory.py --runs 4 --scene 1024 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "realdata" / "terramind_examples"
+TILE_ID = "282D_485L_3_3"
+WEIGHTS = REPO / "demo" / "weights" / "landcover_demo.pt"
+TOLERANCE = 0.05
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _enlarged(folder: Path, modality: str, size: int) -> Path:
+    source = SAMPLE / modality / f"{TILE_ID}.tif"
+    if not source.is_file():
+        raise SystemExit(f"real sample not found: {source} (see ../shared/realdata)")
+    vrt = folder / f"{modality}.vrt"
+    subprocess.run(
+        ["gdal_translate", "-q", "-of", "VRT", "-outsize", str(size), str(size), str(source),
+         str(vrt)],
+        check=True,
+    )  # fmt: skip
+    return vrt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--scene", type=int, default=1536, help="scene edge in pixels")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from landfuse.core import engine
+    from landfuse.core.memory import format_bytes
+    from landfuse.core.requests import LandCoverRequest, ModalityInput, RasterSource
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="landfuse-repeat-") as tmp:
+        folder = Path(tmp)
+        inputs = tuple(
+            ModalityInput(key, (RasterSource(str(_enlarged(folder, modality, args.scene))),))
+            for key, modality in (("s2", "S2L1C"), ("s1", "S1RTC"), ("dem", "DEM"))
+        )
+        request = LandCoverRequest(
+            inputs=inputs,
+            model="amm_fusenet_lite_s2_s1_dem",
+            weights=str(WEIGHTS),
+            output_dir=str(folder / "out"),
+            name="repeat",
+            overwrite=True,
+            device="cpu",
+        )
+        baseline = _status("VmRSS")
+        print(
+            f"{args.runs} runs of a {args.scene} px scene, {args.threads} torch thread(s); "
+            f"{format_bytes(baseline)} resident before the first run"
+        )
+        print(f"{'run':>4} {'seconds':>8} {'VmRSS':>10} {'vs run 2':>9} {'peak rise':>10} "
+              f"{'estimate':>10} {'rise/estimate':>13}")  # fmt: skip
+        rss: list[int] = []
+        for index in range(1, args.runs + 1):
+            started = time.perf_counter()
+            result = engine.run(request, warn=lambda w: None)
+            seconds = time.perf_counter() - started
+            rss.append(_status("VmRSS"))
+            rise = _status("VmHWM") - baseline
+            estimate = int(result.report.get("memory", {}).get("estimate_host_bytes") or 0)
+            versus = f"{(rss[-1] / rss[1] - 1) * 100:+8.1f}%" if index >= 2 else f"{'':>9}"
+            ratio = f"{rise / estimate:13.2f}" if estimate else f"{'-':>13}"
+            print(
+                f"{index:>4} {seconds:8.1f} {format_bytes(rss[-1]):>10} {versus} "
+                f"{format_bytes(rise):>10} {format_bytes(estimate):>10} {ratio}"
+            )
+        later = rss[2:]
+        worst = max((abs(r / rss[1] - 1) for r in later), default=0.0)
+        verdict = "PASS" if worst <= TOLERANCE else "FAIL"
+        print(
+            f"{verdict}: after run 2, resident memory stays within {worst * 100:.1f} % of run 2's "
+            f"(goal: {TOLERANCE * 100:.0f} %)"
+        )
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"rss_after_each_run": rss, "worst_drift": worst, "peak_kb": peak_kb}))
+        return 0 if verdict == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
