@@ -71,6 +71,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as _dt
+import gc
 import logging
 import math
 import os
@@ -1246,6 +1247,10 @@ def _run(
         if plan is not None:
             plan.close()
         quiet.close()
+        # A long-lived process (QGIS runs Processing in its own) gets the run's memory back:
+        # without this, glibc keeps freed arenas and the resident size drifts from run to run.
+        gc.collect()
+        _return_freed_memory()
 
 
 def run_landcover(

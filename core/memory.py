@@ -53,6 +53,10 @@ ACTIVATION_BYTES_PER_PIXEL: dict[str, int] = {
 _FALLBACK_BYTES_PER_PIXEL = 2043
 
 _PREFETCH = 2  # batches the reader prepares ahead (core/runner.py)
+#: What a run holds beyond its arrays: torch's and oneDNN's kernel caches, GDAL's datasets and
+#: the allocator's retained pages. scripts/bench_repeat_memory.py measured a resident rise of
+#: 332 MB against 282 MB of arrays for a 1536 px scene from the second run on (docs/benchmarks.md).
+_RUNTIME_BYTES = 128 * 1024 * 1024
 
 
 def config_key(architecture: str, config: Mapping[str, Any]) -> str:
@@ -265,7 +269,7 @@ def estimate_run_memory(shape: RunShape, on_accelerator: bool = False) -> Memory
     raw and normalised copies of the tile being read), the network (activations per pixel and
     sample, and its weights), the probabilities of a batch (the network's output and its CPU
     copy), the blending band of the widest stripe with its finished rows, the columns two
-    stripes share, and GDAL's block cache.
+    stripes share, GDAL's block cache, and a fixed runtime share (kernel caches, datasets).
 
     Args:
         shape: The run's sizes.
@@ -286,6 +290,7 @@ def estimate_run_memory(shape: RunShape, on_accelerator: bool = False) -> Memory
         "blending": 2 * (shape.classes + 1) * shape.tile_height * shape.stripe_width * f32
         + 2 * (shape.classes + 1) * shape.scene_height * shape.shared_columns * f32,
         "block cache": shape.block_cache_bytes,
+        "runtime": _RUNTIME_BYTES,
     }
     if not on_accelerator:
         return MemoryEstimate(host=sum(parts.values()), device=0, parts=parts)

@@ -69,6 +69,9 @@ def worker_environment() -> dict:
     first = [PLUGIN_PARENT] if PACKAGE_DIR.name == PACKAGE_NAME else []
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*first, *existing]))
     env["PYTHONUNBUFFERED"] = "1"
+    # Two malloc arenas: the resident size then stays flat from run to run instead of swinging
+    # by up to 7 % (scripts/bench_repeat_memory.py, docs/benchmarks.md); glibc reads it at start.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     return env
 
 
