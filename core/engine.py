@@ -1126,6 +1126,31 @@ def _build_report(
     return report
 
 
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+_MMAP_THRESHOLD_BYTES = 32 << 20
+
+
+def keep_memory_flat() -> None:
+    """Fix glibc's mmap threshold for a process that runs the engine again and again.
+
+    For long-lived processes: QGIS, where Processing runs the engine in its own process, and
+    programs that call the engine in a loop. glibc raises its mmap and trim thresholds each
+    time a large block is freed; tile-sized arrays then come from the heap, where freed ones
+    stay scattered, and ten identical runs in one process held 22 MB more for some runs and gave
+    it back later (a 6.5 % swing). A fixed threshold (which also fixes the trim threshold at
+    glibc's 128 KiB) kept them within 1.2 %, at a cost of about 8 % in run time on this machine
+    (scripts/bench_repeat_memory.py, docs/benchmarks.md §8), which is why the command line and
+    the dock's worker (one run per process) do not call it. ``LANDFUSE_MALLOC_TUNING=0`` makes
+    it do nothing. No effect outside glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    if os.environ.get("LANDFUSE_MALLOC_TUNING", "1").strip().lower() in ("0", "no", "false"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+
+
 def _return_freed_memory() -> None:
     """Hand freed heap pages back to the system (glibc keeps them otherwise); no-op elsewhere."""
     if not sys.platform.startswith("linux"):

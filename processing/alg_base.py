@@ -244,6 +244,8 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
         """Run the engine in this thread with Processing's progress, cancel and warnings."""
         from ..core import engine
 
+        engine.keep_memory_flat()  # QGIS's process runs one map after another
+
         def progress(update) -> None:
             feedback.setProgress(100.0 * float(update.fraction))
             if update.message:

@@ -12,9 +12,11 @@ The scene: the real TerraMind Sentinel-2 L1C, Sentinel-1 RTC and DEM sample ``28
 of ``../shared/realdata`` (264 px a side), enlarged to ``--scene`` px through VRTs (no pixels
 are stored); the weights: the demo land-cover weights (``amm_fusenet_lite_s2_s1_dem``).
 
-``--arena-max N`` runs the measurement in a child process started with ``MALLOC_ARENA_MAX=N``
-(glibc reads it only at start): the dock's worker is started so (``MALLOC_ARENA_MAX=2``), the
-command line and QGIS itself (where Processing runs the engine) are not.
+By default the script calls ``engine.keep_memory_flat()`` first, as the Processing algorithms
+do in QGIS; ``--no-tuning`` leaves glibc's malloc as it is (the command line's case, one run
+per process). ``--arena-max N`` runs the measurement in a child process started with
+``MALLOC_ARENA_MAX=N`` (glibc reads it only at start): the dock's worker is started so
+(``MALLOC_ARENA_MAX=2``); the command line and QGIS itself are not.
 
 The goal: after the first two runs (allocator pools, GDAL's cache and torch's kernels settle
 there), the resident memory after each later run stays within a 5 % band (largest over
@@ -72,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scene", type=int, default=1536, help="scene edge in pixels")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--arena-max", type=int, default=0, help="MALLOC_ARENA_MAX for a child")
+    parser.add_argument(
+        "--no-tuning",
+        action="store_true",
+        help="leave glibc's malloc as it is (default: engine.keep_memory_flat(), as Processing)",
+    )
     args = parser.parse_args(argv)
     if args.arena_max > 0 and os.environ.get("MALLOC_ARENA_MAX") != str(args.arena_max):
         env = {**os.environ, "MALLOC_ARENA_MAX": str(args.arena_max)}
@@ -85,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     from landfuse.core.requests import LandCoverRequest, ModalityInput, RasterSource
 
     torch.set_num_threads(args.threads)
+    if not args.no_tuning:
+        engine.keep_memory_flat()
+    print("malloc:", "glibc default" if args.no_tuning else "engine.keep_memory_flat()")
     with tempfile.TemporaryDirectory(prefix="landfuse-repeat-") as tmp:
         folder = Path(tmp)
         inputs = tuple(
