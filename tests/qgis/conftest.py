@@ -4,8 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
-from rasterio.transform import from_origin
+from faultcases import write_raster  # one writer for every tier's generated rasters
 
 S2_NAMES = [
     "B01",
@@ -22,33 +21,6 @@ S2_NAMES = [
     "B11",
     "B12",
 ]
-
-
-def write_raster(
-    path: Path,
-    data: np.ndarray,
-    res: float,
-    crs="EPSG:32631",
-    origin=(500000, 4500000),
-    nodata=None,
-    descriptions=(),
-) -> Path:
-    profile = dict(
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype.name,
-        crs=crs,
-        transform=from_origin(origin[0], origin[1], res, res),
-    )
-    if nodata is not None:
-        profile["nodata"] = nodata
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        for index, text in enumerate(descriptions, start=1):
-            dst.set_band_description(index, text)
-    return path
 
 
 @pytest.fixture(scope="session")
