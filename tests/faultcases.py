@@ -576,7 +576,7 @@ CASES: list[Case] = [
     Case("batch_zero", lambda k: k.landcover(batch=0), "RequestError", r"batch.*>= 1",
          processing_advice=r"BATCH|[Bb]atch"),
     Case("tile_too_large_for_memory", _huge_run, "NotEnoughMemoryError",
-         r"tile of at most \d+ px", surfaces=("engine", "cli")),
+         r"tile of at most \d+ px"),
     Case("aoi_outside_the_inputs",
          lambda k: k.landcover(bounds=(900000.0, 100.0, 900100.0, 200.0)),
          "AreaOfInterestError", r"outside the inputs.*(CRS|drawn over)"),
