@@ -444,6 +444,27 @@ def _output_folder_is_a_file(kit: Kit) -> Run:
     return kit.landcover(out=afile)
 
 
+def _corrupt_block(kit: Kit) -> Run:
+    """A DEFLATE GeoTIFF whose file is whole but one block inside holds garbage: the file passes
+    inspection and the read fails in the tile loop, which must name the file and the window."""
+    from osgeo import gdal
+
+    src = kit.s2("s2_plain.tif")
+    damaged = kit.inputs / "s2_damaged.tif"
+    gdal.Translate(str(damaged), str(src), creationOptions=["TILED=YES", "BLOCKXSIZE=16",
+                   "BLOCKYSIZE=16", "COMPRESS=DEFLATE", "INTERLEAVE=BAND"])  # fmt: skip
+    dataset = gdal.Open(str(damaged))
+    band = dataset.GetRasterBand(4)
+    offset = int(band.GetMetadataItem("BLOCK_OFFSET_2_2", "TIFF"))
+    size = int(band.GetMetadataItem("BLOCK_SIZE_2_2", "TIFF"))
+    dataset = None
+    data = bytearray(damaged.read_bytes())
+    data[offset : offset + size] = bytes((i * 37 + 11) % 256 for i in range(size))
+    damaged.write_bytes(bytes(data))
+    src.unlink()
+    return _with_s2(kit, damaged, tile=32)
+
+
 def _style_clash(kit: Kit) -> Run:
     """The S2 input m_classes.vrt has its own style m_classes.qml, which the map's would replace."""
     vrt = _vrt_over(kit, kit.s2(), "m_classes.vrt")
@@ -493,6 +514,8 @@ CASES: list[Case] = [
     Case("s2_truncated_1000_bytes_pixel_grid",
          lambda k: _with_s2(k, _truncate(k.s2(), 1000), pixel_grid=True), "InputFileError",
          r"(truncated|damaged|incomplete|cannot be read)", surfaces=("engine", "cli")),
+    Case("s2_damaged_block", _corrupt_block, "InputFileError",
+         r"s2_damaged\.tif failed at columns \d+-\d+, rows \d+-\d+.*copy it again"),
     Case("vrt_source_missing", _missing_vrt_source, "InputFileError",
          r"src\.tif.*(missing|does not exist|not found)",
          processing_advice=r"S2|[Ss]entinel-2|layer|src\.tif"),
