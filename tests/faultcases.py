@@ -20,7 +20,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -659,8 +659,3 @@ def landfuse_command() -> list[str]:
     """The command line as users run it (the venv's entry point)."""
     exe = Path(sys.executable).with_name("landfuse")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "landfuse.core.cli"]
-
-
-def copy_case(case: Case, **changes: object) -> Case:
-    """A variant of a case."""
-    return replace(case, **changes)
