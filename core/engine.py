@@ -880,6 +880,18 @@ def _check_memory(plan: _Plan) -> None:
     )
 
 
+def _make_ready(
+    plan: _Plan, warn: Optional[WarningCallback], cancel: Optional[CancelCheck] = None
+) -> None:
+    """The validation steps after :func:`_prepare`, shared by :func:`validate` and a run:
+    weights, inputs (opened, checked for data and values), memory, then the warnings."""
+    _load_weights(plan)
+    _check_cancel(cancel)
+    _open_inputs(plan)
+    _check_memory(plan)
+    _emit_warnings(plan, warn)
+
+
 def _emit_warnings(plan: _Plan, warn: Optional[WarningCallback]) -> None:
     """Hand each warning to the caller's callback (which shows it), or log it when there is none."""
     for warning in plan.warnings:
@@ -906,10 +918,7 @@ def validate(request: Request, warn: Optional[WarningCallback] = None) -> dict[s
     """
     plan = _prepare(request)
     try:
-        _load_weights(plan)
-        _open_inputs(plan)
-        _check_memory(plan)
-        _emit_warnings(plan, warn)
+        _make_ready(plan, warn)
         return {
             "task": request.task,
             "model": plan.info.name,
@@ -1254,24 +1263,18 @@ def _run(
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     _progress(progress, "prepare", 0.0, "Checking the inputs")
     plan: Optional[_Plan] = None
-    quiet = contextlib.ExitStack()
-    quiet.enter_context(gdal_messages_to_log())  # GDAL's own error lines go to the log
     try:
-        plan = _prepare(request)
-        _check_cancel(cancel)
-        _load_weights(plan)
-        _check_cancel(cancel)
-        _open_inputs(plan)
-        _check_memory(plan)
-        _emit_warnings(plan, warn)
-        return _execute(plan, progress, cancel, started, started_at)
+        with gdal_messages_to_log():  # GDAL's own error lines go to the log
+            plan = _prepare(request)
+            _check_cancel(cancel)
+            _make_ready(plan, warn, cancel)
+            return _execute(plan, progress, cancel, started, started_at)
     except CancelledError:
         logger.info("Run cancelled; temporary outputs removed.")
         raise
     finally:
         if plan is not None:
             plan.close()
-        quiet.close()
         # A long-lived process (QGIS runs Processing in its own) gets the run's memory back:
         # without this, glibc keeps freed arenas and the resident size drifts from run to run.
         gc.collect()
