@@ -45,6 +45,7 @@ from torch import nn
 
 from .errors import InputShapeError, ModelConfigError
 from .resnet import DEFAULT_WIDTH, RESNET_NAMES, build_resnet
+from .state_dicts import extract_state_dict, load_state_dict_checked, safe_torch_load
 
 __all__ = [
     "DPFA",
@@ -552,7 +553,6 @@ def load_official_state_dict(model: AMFNet, checkpoint_or_path: Any) -> None:
         WeightsNotFoundError, UnsafeWeightsError, CorruptWeightsError: reading the file failed.
         WeightsMismatchError: missing, unexpected or mis-shaped keys (all listed).
     """
-    from .weights import extract_state_dict, load_state_dict_checked, safe_torch_load
 
     if isinstance(checkpoint_or_path, Mapping):
         checkpoint = checkpoint_or_path

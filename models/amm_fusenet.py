@@ -43,6 +43,7 @@ from torch import nn
 
 from .errors import InputShapeError, ModelConfigError
 from .resnet import DEFAULT_WIDTH, RESNET_NAMES, ResNet, build_resnet
+from .state_dicts import extract_state_dict, load_state_dict_checked, safe_torch_load
 
 __all__ = [
     "ECA",
@@ -429,7 +430,6 @@ def load_official_state_dict(model: AMMFuseNet, checkpoint_or_path: Any) -> None
         WeightsNotFoundError, UnsafeWeightsError, CorruptWeightsError: reading the file failed.
         WeightsMismatchError: missing, unexpected or mis-shaped keys (all listed).
     """
-    from .weights import extract_state_dict, load_state_dict_checked, safe_torch_load
 
     if isinstance(checkpoint_or_path, Mapping):
         checkpoint = checkpoint_or_path

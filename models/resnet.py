@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .errors import ModelConfigError
+from .state_dicts import load_state_dict_checked
 
 __all__ = [
     "DEFAULT_WIDTH",
@@ -356,7 +357,6 @@ def load_torchvision_state_dict(model: ResNet, state_dict: Mapping[str, torch.Te
             conv1.shape[1] / model.in_channels,
         )
         sd["conv1.weight"] = adapt_conv1_weight(conv1, model.in_channels)
-    from .weights import load_state_dict_checked
 
     load_state_dict_checked(model, sd, what="torchvision ResNet checkpoint")
 
