@@ -13,57 +13,21 @@ one modality, which file band goes into each model band and *how* it was matched
 4. otherwise an error that says which bands are missing and how to choose them.
 
 :func:`suggest_band_mapping` (the dock's table) follows the same rules for one file. Names are
-compared after normalisation, so "B8A", "b8a", "B08A", "S2_B8A" and "Band 8A" all match "B8A",
-and "B2" matches "B02"; a description that is only a number ("Band 3", "3") is a position, not
-a name.
+compared after normalisation (:func:`~landfuse.models.sensors.band_key`), so "B8A", "b8a",
+"B08A", "S2_B8A" and "Band 8A" all match "B8A", "B2" matches "B02", and the modality's sensor
+decides what a colour name means ("red" is B04 for Sentinel-2, B4 for Landsat, R for RGB); a
+description that is only a number ("Band 3", "3") is a position, not a name.
 """
 
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from ..models.sensors import Sensor, band_key, normalise_band_name  # noqa: F401 (re-exported)
 from .errors import BandMismatchError
 
-_PREFIXES = re.compile(r"^(?:sentinel[-_ ]?[12][ab]?|s[12][ab]?|band)[-_ ]*", re.IGNORECASE)
-_S2_BAND = re.compile(r"^b0*(\d{1,2})(a?)$")
-_ALIASES: Dict[str, str] = {
-    "red": "B04",
-    "green": "B03",
-    "blue": "B02",
-    "nir": "B08",
-    "r": "R",
-    "g": "G",
-    "elevation": "DEM",
-    "height": "DEM",
-    "dtm": "DEM",
-    "srtm": "DEM",
-}
-
-
-def normalise_band_name(name: str) -> str:
-    """Canonical form of a band name: "b2" → "B02", "S2_B8A" → "B8A", "vv" → "VV".
-
-    Args:
-        name: A band description or model band name.
-
-    Returns:
-        The canonical name (upper case), or "" for an empty description.
-    """
-    text = name.strip()
-    if not text:
-        return ""
-    text = _PREFIXES.sub("", text) or text
-    text = text.strip().lower()
-    alias = _ALIASES.get(text)
-    if alias:
-        return alias
-    compact = text.replace(" ", "").replace("_", "")
-    match = _S2_BAND.match(compact)
-    if match:
-        return f"B{int(match.group(1)):02d}{match.group(2).upper()}".replace("B08A", "B8A")
-    if re.fullmatch(r"\d+a?", compact):  # "Band 8A" after the prefix is gone
-        return normalise_band_name(f"b{compact}")
-    return compact.upper()
+#: A sensor table or None (:mod:`landfuse.models.sensors`): whose aliases name the bands.
+SensorLike = Optional[Sensor]
 
 
 @dataclass(frozen=True)
@@ -104,16 +68,16 @@ class BandMapping:
 _POSITIONAL = re.compile(r"^(?:band)?[\s_-]*\d+$", re.IGNORECASE)
 
 
-def band_name_of(description: str) -> str:
+def band_name_of(description: str, sensor: SensorLike = None) -> str:
     """The canonical band name a description gives, or "" when it names no band.
 
     Empty descriptions and bare numbers ("3", "Band 3", "band_3": positions, as QGIS and GDAL
-    number bands) name nothing.
+    number bands) name nothing. With a sensor, its aliases apply.
     """
     text = (description or "").strip()
     if not text or _POSITIONAL.match(text):
         return ""
-    return normalise_band_name(text)
+    return band_key(text, sensor)
 
 
 def _contradicts_position(names: Sequence[str], wanted: Sequence[str]) -> List[Tuple[int, str]]:
@@ -126,7 +90,9 @@ def _contradicts_position(names: Sequence[str], wanted: Sequence[str]) -> List[T
     ]
 
 
-def suggest_band_mapping(descriptions: Sequence[str], model_bands: Sequence[str]) -> BandMapping:
+def suggest_band_mapping(
+    descriptions: Sequence[str], model_bands: Sequence[str], sensor: SensorLike = None
+) -> BandMapping:
     """Choose raster bands for the model's bands (the rules of :func:`resolve_bands`).
 
     By description when the raster's band descriptions name the model's bands; otherwise, when
@@ -136,12 +102,13 @@ def suggest_band_mapping(descriptions: Sequence[str], model_bands: Sequence[str]
     Args:
         descriptions: The raster's band descriptions in band order ("" when a band has none).
         model_bands: The model's band names for this modality, in the model's order.
+        sensor: The modality's sensor (its aliases name the bands), or None.
 
     Returns:
         The suggested :class:`BandMapping` (``by_description`` False: matched by position).
     """
-    wanted = [normalise_band_name(b) for b in model_bands]
-    names = [band_name_of(text) for text in descriptions]
+    wanted = [band_key(b, sensor) for b in model_bands]
+    names = [band_name_of(text, sensor) for text in descriptions]
     have: Dict[str, int] = {}
     for index, key in enumerate(names, start=1):
         if key and key not in have:
@@ -165,11 +132,13 @@ class FileBands:
         path: The file (for messages).
         descriptions: Its band descriptions in band order ("" when absent).
         selection: An explicit selection (1-based numbers or band names); empty: none.
+        sensor: The modality's sensor (its aliases name the bands), or None.
     """
 
     path: str
     descriptions: Tuple[str, ...]
     selection: Tuple[BandRef, ...] = ()
+    sensor: SensorLike = None
 
     @property
     def count(self) -> int:
@@ -222,7 +191,7 @@ def select_file_bands(item: FileBands) -> Tuple[int, ...]:
         return tuple(range(1, item.count + 1))
     lookup: Dict[str, int] = {}
     for band, text in enumerate(item.descriptions, start=1):
-        name = band_name_of(text)
+        name = band_name_of(text, item.sensor)
         if name:
             lookup.setdefault(name, band)
     chosen: List[int] = []
@@ -237,7 +206,7 @@ def select_file_bands(item: FileBands) -> Tuple[int, ...]:
                 )
             chosen.append(ref)
             continue
-        found = lookup.get(normalise_band_name(ref))
+        found = lookup.get(band_key(ref, item.sensor))
         if found is None:
             named = ", ".join(d for d in item.descriptions if d) or "none"
             raise BandMismatchError(
@@ -270,11 +239,12 @@ def resolve_bands(files: Sequence[FileBands], model_bands: Sequence[str]) -> Res
         BandMismatchError: for a band named twice, a description that contradicts the
             position, or bands that cannot be matched at all.
     """
-    wanted = [normalise_band_name(b) for b in model_bands]
+    sensor = next((item.sensor for item in files if item.sensor is not None), None)
+    wanted = [band_key(b, sensor) for b in model_bands]
     if any(item.selection for item in files):
         return _explicit(files, model_bands)
     pool = [
-        (index, band, band_name_of(text))
+        (index, band, band_name_of(text, sensor))
         for index, item in enumerate(files)
         for band, text in enumerate(item.descriptions, start=1)
     ]

@@ -1,4 +1,6 @@
-"""The engine's errors: one class per thing a user can fix, each message says what to do.
+"""The engine's errors and exit codes: one class per thing a user can fix, each message says what
+to do. The classes live in :mod:`landfuse.models.errors` (the whole family in one module); they
+are re-exported here.
 
 All of them derive from :class:`~landfuse.models.errors.LandFuseError`, so a caller (the dock,
 a Processing algorithm, the command line, the worker) separates "the user can act on this"
@@ -8,30 +10,35 @@ The command line and the worker map them to exit codes with :func:`exit_code_for
 ``0`` success, ``2`` bad input or a problem the user can fix (every :class:`LandFuseError`
 except a cancel), ``3`` cancelled, ``1`` anything unexpected.
 
-Hierarchy::
-
-    LandFuseError (models/errors.py)
-    ├── RequestError            the request itself is inconsistent (tile, overlap, modalities...)
-    ├── InputError              an input raster cannot be used
-    │   ├── InputFileError      missing or unreadable file
-    │   ├── GeoreferenceError   no CRS / no geotransform (plain images need pixel-grid mode)
-    │   ├── BandMismatchError   wrong band count for the model, or a band name not found
-    │   ├── EmptyInputError     every pixel is nodata (or masked) where the work happens
-    │   ├── InputValuesError    the values cannot be what the model expects (8-bit reflectance)
-    │   └── AlignmentError      inputs cannot be put on one grid
-    │       └── NoOverlapError  inputs do not overlap each other
-    ├── AreaOfInterestError     the area of interest is unreadable or outside the inputs
-    ├── OutputError             the output folder cannot be written, or outputs already exist
-    │   └── DiskSpaceError      not enough free space (checked up front, and a full disk)
-    ├── DeviceError             the requested device / precision is not available
-    │   ├── OutOfMemoryError    the GPU ran out of memory even with a batch of one
-    │   └── NotEnoughMemoryError  the run would need more memory than the machine has free
-    └── CancelledError          the run was cancelled; nothing was left behind
+The hierarchy is drawn in :mod:`landfuse.models.errors`.
 """
 
 from __future__ import annotations
 
-from ..models.errors import LandFuseError
+from ..models.errors import (
+    AlignmentError,
+    AreaOfInterestError,
+    BandMismatchError,
+    CancelledError,
+    DatasetError,
+    DatasetPairingError,
+    DeviceError,
+    DiskSpaceError,
+    EmptyInputError,
+    GeoreferenceError,
+    InputError,
+    InputFileError,
+    InputValuesError,
+    LandFuseError,
+    LayerSourceError,
+    MetricsInputError,
+    NoOverlapError,
+    NotEnoughMemoryError,
+    OutOfMemoryError,
+    OutputError,
+    RequestError,
+    TrainingError,
+)
 
 __all__ = [
     "EXIT_CANCELLED",
@@ -42,6 +49,8 @@ __all__ = [
     "AreaOfInterestError",
     "BandMismatchError",
     "CancelledError",
+    "DatasetError",
+    "DatasetPairingError",
     "DeviceError",
     "DiskSpaceError",
     "EmptyInputError",
@@ -50,11 +59,14 @@ __all__ = [
     "InputFileError",
     "InputValuesError",
     "LandFuseError",
+    "LayerSourceError",
+    "MetricsInputError",
     "NoOverlapError",
     "NotEnoughMemoryError",
     "OutOfMemoryError",
     "OutputError",
     "RequestError",
+    "TrainingError",
     "exit_code_for",
 ]
 
@@ -63,72 +75,6 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_INPUT = 2
 EXIT_CANCELLED = 3
-
-
-class RequestError(LandFuseError, ValueError):
-    """The request is inconsistent: a bad tile size, overlap, batch, device name, modality..."""
-
-
-class InputError(LandFuseError):
-    """Base of the problems with an input raster."""
-
-
-class InputFileError(InputError, OSError):
-    """An input file is missing, is not a file, or GDAL cannot read it."""
-
-
-class GeoreferenceError(InputError):
-    """A raster has no CRS or no geotransform (plain images need the pixel-grid mode)."""
-
-
-class BandMismatchError(InputError):
-    """The bands given do not match what the model needs (count, or a band name not found)."""
-
-
-class EmptyInputError(InputError):
-    """An input holds only nodata (or masked) pixels where the work happens."""
-
-
-class InputValuesError(InputError):
-    """An input's data type or values cannot be what the model expects (e.g. 8-bit data for a
-    model of Sentinel-2 reflectances): the map would be wrong, so the run is refused."""
-
-
-class AlignmentError(InputError):
-    """Inputs cannot be put on one grid (a georeferenced and a plain image, sizes differ...)."""
-
-
-class NoOverlapError(AlignmentError):
-    """Inputs do not overlap each other, so no pixel has all the data the model needs."""
-
-
-class AreaOfInterestError(LandFuseError):
-    """The area of interest cannot be read, has no CRS, or lies outside the inputs."""
-
-
-class OutputError(LandFuseError, OSError):
-    """The output folder cannot be created or written, or an output already exists."""
-
-
-class DiskSpaceError(OutputError):
-    """Not enough free disk space for the outputs (checked up front, or the disk filled up)."""
-
-
-class DeviceError(LandFuseError):
-    """The requested device or precision is not available on this machine."""
-
-
-class OutOfMemoryError(DeviceError):
-    """The device ran out of memory even with a batch of one tile."""
-
-
-class NotEnoughMemoryError(DeviceError):
-    """The run would need more memory than is free (checked before it starts); the message
-    gives the largest tile that fits."""
-
-
-class CancelledError(LandFuseError):
-    """The run was cancelled; its temporary outputs were removed and the inputs are untouched."""
 
 
 def exit_code_for(error: BaseException) -> int:

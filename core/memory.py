@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from ..models.architectures import ARCHITECTURES
+
 __all__ = [
     "ACTIVATION_BYTES_PER_PIXEL",
     "HEADROOM",
@@ -64,7 +66,8 @@ def config_key(architecture: str, config: Mapping[str, Any]) -> str:
 
     Band and class counts change activations little next to encoder and width, which set them.
     """
-    encoder = config.get("encoder", "resnet50" if architecture == "amm_fusenet" else "resnet34")
+    row = ARCHITECTURES.get(architecture)
+    encoder = config.get("encoder", row.default_encoder if row is not None else "")
     width = config.get("width", 64)
     return f"{architecture}/{encoder}/{width}"
 

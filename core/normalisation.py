@@ -30,6 +30,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from ..models.specs import NORMALISATION_MODES
 from .errors import RequestError
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: The modes the engine knows, as named in the registry.
-MODES = ("minmax_per_tile", "fixed_bounds", "scale", "fixed_stats")
+MODES = NORMALISATION_MODES
 
 
 class NormalisationLike(Protocol):

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import RequestError
-from .normalisation import MODES as NORMALISATION_MODES
+from .products import CHANGE_PRODUCTS, LANDCOVER_PRODUCTS, output_keys
+from .run_options import BATCH, DEVICE_CHOICES, NORMALISATION_CHOICES, PRECISION_CHOICES
 
 __all__ = [
     "CHANGE_OUTPUTS",
@@ -51,16 +52,10 @@ __all__ = [
     "request_to_dict",
 ]
 
-#: Device names (``cuda:N`` is accepted too); availability is checked by the engine.
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-#: Numeric precisions; ``auto`` picks a reduced one where the hardware supports it.
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
-#: ``auto`` uses the weights file's normalisation, else the registry entry's.
-NORMALISATION_CHOICES = ("auto", *NORMALISATION_MODES)
 #: Land-cover outputs: the class map (always written) and a confidence raster (0-100 %).
-LANDCOVER_OUTPUTS = ("classes", "confidence")
+LANDCOVER_OUTPUTS = output_keys(LANDCOVER_PRODUCTS)
 #: Change outputs: the change mask (always written) and the change probability (0-1).
-CHANGE_OUTPUTS = ("change", "probability")
+CHANGE_OUTPUTS = output_keys(CHANGE_PRODUCTS)
 
 BandRef = Union[int, str]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -206,8 +201,11 @@ class AreaOfInterest:
 
 def _check_common(request: Any, allowed_outputs: Sequence[str], default_name: str) -> None:
     """Check and coerce the fields both request kinds share."""
-    if not isinstance(request.model, str) or not request.model.strip():
-        raise RequestError("A model name is needed (`landfuse models` lists them).")
+    if request.model is None:
+        _set(request, "model", "")
+    if not isinstance(request.model, str):
+        raise RequestError("The model must be a registry name (`landfuse models` lists them).")
+    _set(request, "model", request.model.strip())
     _set(request, "weights", _path_text(request.weights, "The weights file"))
     _set(request, "output_dir", _path_text(request.output_dir, "The output folder"))
     if request.reference is not None:
@@ -283,7 +281,8 @@ class LandCoverRequest:
 
     Attributes:
         inputs: One :class:`ModalityInput` per modality of the model (any order; matched by key).
-        model: Registry name, e.g. ``"amm_fusenet_s2_s1_hunan"``.
+        model: Registry name, e.g. ``"amm_fusenet_s2_s1_hunan"``; ``""``: the one the weights
+            file's sidecar names (a published reference checkpoint has none: name it).
         weights: The weights file (project format with metadata, or a reference checkpoint).
         output_dir: Folder for the outputs (created if missing).
         aoi: Area of interest (None: wherever all inputs overlap).
@@ -292,7 +291,8 @@ class LandCoverRequest:
         pixel_grid: Treat the inputs as plain images on one pixel grid (same width and height,
             no georeferencing needed, e.g. PNG tiles); outputs then carry no CRS.
         tile: Tile edge in pixels (multiple of the model's output stride); None: the model's.
-        overlap: Overlap between tiles in pixels; None: one eighth of the tile.
+        overlap: Overlap between tiles in pixels; None: the default
+            (:func:`~landfuse.core.run_options.default_overlap`).
         batch: Tiles per forward pass (halved automatically on GPU out-of-memory).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
@@ -314,7 +314,7 @@ class LandCoverRequest:
     pixel_grid: bool = False
     tile: Optional[int] = None
     overlap: Optional[int] = None
-    batch: int = 4
+    batch: int = BATCH.default
     device: str = "auto"
     precision: str = "auto"
     normalisation: str = "auto"
@@ -357,7 +357,7 @@ class ChangeRequest:
         before: The earlier image (one stack, or one file per band).
         after: The later image, same bands in the same order. The network is not symmetric
             (NETWORKS.md §3): swapping the dates changes the result.
-        model: Registry name, e.g. ``"amfnet_rgb_levir"``.
+        model: Registry name, e.g. ``"amfnet_rgb_levir"``; ``""``: the weights file's.
         weights: The weights file.
         output_dir: Folder for the outputs.
         threshold: Change probability from which a pixel is "changed" (0.5 = the arg-max).
@@ -377,7 +377,7 @@ class ChangeRequest:
     pixel_grid: bool = False
     tile: Optional[int] = None
     overlap: Optional[int] = None
-    batch: int = 4
+    batch: int = BATCH.default
     device: str = "auto"
     precision: str = "auto"
     normalisation: str = "auto"

@@ -511,9 +511,9 @@ def case_raw(spec: dict[str, Any]) -> dict[str, Any]:
     target = resolve_target(spec.get("device", "cpu"), spec["precision"])
     network, info, _, _ = engine.load_network(info, spec["weights"], target.device)
     predictor = BatchPredictor(network, target, spec["batch"])
-    bands = [len(m.band_names) for m in info.modalities]
-    if info.task == "change":
-        bands = bands * 2
+    from landfuse.core.tasks import get_task
+
+    bands = [len(m.band_names) for m in get_task(info.task).input_modalities(info)]
     rng = np.random.default_rng(0)
     tile, batch = spec["tile"], spec["batch"]
     arrays = []

@@ -1,5 +1,6 @@
 """The engine end to end on small generated scenes, with stub networks (and real ones, slow)."""
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -7,6 +8,7 @@ import math
 import os
 import tracemalloc
 from collections import namedtuple
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
+from stubmodels import Norm, PixelNet, registered, stub_spec
 
 from landfuse.core import engine, writers
 from landfuse.core.errors import (
@@ -50,8 +53,6 @@ pytestmark = [
 UTM = "EPSG:32631"
 ORIGIN = (500000.0, 4000000.0)
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
-Norm = namedtuple("Norm", "mode lower upper factor mean std", defaults=((), (), 1.0, (), ()))
-Cls = namedtuple("Cls", "value name color")
 
 
 class PixelStub(torch.nn.Module):
@@ -93,12 +94,7 @@ def stats_norm(bands, mean=1000.0, std=500.0):
 
 
 def make_info(modalities, classes=3, tile=32, task="landcover", name="stub"):
-    plans = tuple(
-        engine.ModalityPlan(key, key.upper(), tuple(f"{key}{i}" for i in range(bands)), norm)
-        for key, bands, norm in modalities
-    )
-    table = tuple(Cls(i, f"class {i}", (40 * i, 100, 200 - 40 * i)) for i in range(classes))
-    return engine.ModelInfo(name, "Stub model", task, plans, table, tile, 16)
+    return stub_spec(modalities, classes=classes, tile=tile, task=task, name=name)
 
 
 @pytest.fixture
@@ -110,20 +106,24 @@ def weights(tmp_path):
 
 @pytest.fixture
 def use_stub(monkeypatch):
-    """Install a stub registry entry and network; returns the installer."""
+    """Register a stub registry entry and install a stub network; returns the installer."""
+    entries = contextlib.ExitStack()
 
     def install(info, network=None, real_registry=False):
         if not real_registry:
-            monkeypatch.setattr(engine, "model_info", lambda name: info)
+            entries.enter_context(registered(info))
         bands = sum(len(m.band_names) for m in info.modalities)
         bands *= 2 if info.task == "change" else 1
         net = network or PixelStub(bands, len(info.classes))
         monkeypatch.setattr(
-            engine, "load_network", lambda i, w, d, warn=None: (net, i, "ab" * 32, {"training": {}})
+            engine.plan,
+            "load_network",
+            lambda i, w, d, warn=None: (net, i, "ab" * 32, {"training": {}}),
         )
         return net
 
-    return install
+    with entries:
+        yield install
 
 
 def s2_s1_scene(folder, height=96, width=128, s1_fraction=1.0):
@@ -246,7 +246,7 @@ def pair_scene(folder, height=70, width=90, bands=3, seed=0):
 def test_change_probability_has_no_seams(tmp_path, weights, use_stub, monkeypatch, stripe_width):
     """Fixed statistics + a tile-independent network: the blended mosaic equals one pass,
     whether the scene is one stripe or several (no seams between stripes either)."""
-    monkeypatch.setattr(engine, "STRIPE_WIDTH", stripe_width)
+    monkeypatch.setattr(engine.plan, "STRIPE_WIDTH", stripe_width)
     before_path, after_path, before, after = pair_scene(tmp_path)
     info = make_info([("rgb", 3, stats_norm(3))], classes=2, task="change")
     network = use_stub(info)
@@ -417,7 +417,7 @@ def test_a_scene_in_stripes_maps_as_in_one_stripe(tmp_path, weights, use_stub, m
     use_stub(make_info(S2S1, classes=4))
     products = {}
     for stripe_width in (None, 56):
-        monkeypatch.setattr(engine, "STRIPE_WIDTH", stripe_width)
+        monkeypatch.setattr(engine.plan, "STRIPE_WIDTH", stripe_width)
         out = tmp_path / f"out{stripe_width}"
         result = engine.run_landcover(
             landcover_request(
@@ -442,7 +442,7 @@ def test_a_scene_in_stripes_maps_as_in_one_stripe(tmp_path, weights, use_stub, m
 
 def test_memory_does_not_grow_with_the_scene_width(tmp_path, weights, use_stub, monkeypatch):
     """Stripes: a scene four times wider needs about the same peak memory (Python heap)."""
-    monkeypatch.setattr(engine, "STRIPE_WIDTH", 256)
+    monkeypatch.setattr(engine.plan, "STRIPE_WIDTH", 256)
     info = make_info([("s2", 2, stats_norm(2))], classes=4, tile=64)
     use_stub(info)
     peaks = []
@@ -709,15 +709,68 @@ def test_weights_for_another_model_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_weights_of_another_model_are_refused_before_the_inputs_are_read(tmp_path):
+    """The sidecar names the model: a request for another one fails before any input is opened
+    (the 'after' file does not even exist)."""
+    from landfuse.models.weights import WeightsMetadata, save_weights
+
+    spec = stub_spec([("rgb", 3, Norm("scale", factor=1 / 255))], 2, task="change", name="p1")
+    path = tmp_path / "p1.pt"
+    with registered(spec):
+        save_weights(path, PixelNet([3, 3], 2), WeightsMetadata.for_spec(spec))
+    request = ChangeRequest(
+        before=str(tmp_path / "missing.tif"),
+        after=str(tmp_path / "missing.tif"),
+        model="amfnet_rgb_levir",
+        weights=str(path),
+        output_dir=str(tmp_path / "out"),
+    )
+    with pytest.raises(
+        WeightsMismatchError, match=r"holds weights for 'p1'.*matching model \(p1\)"
+    ):
+        engine.validate(request)
+
+
+def test_the_weights_file_decides_the_model(tmp_path):
+    """No model named: the sidecar's entry maps, with the file's classes; a checkpoint without
+    a sidecar needs the model named."""
+    from landfuse.models.specs import ClassSpec
+    from landfuse.models.weights import WeightsMetadata, save_weights
+
+    spec = stub_spec([("rgb", 3, Norm("scale", factor=1 / 255))], 2, task="change", name="p2")
+    own = (ClassSpec(0, "same", (0, 0, 0)), ClassSpec(1, "new roofs", (255, 0, 0)))
+    rng = np.random.default_rng(0)
+    a = write(tmp_path / "a.tif", rng.integers(0, 255, (3, 32, 32)).astype(np.uint8),
+              from_origin(*ORIGIN, 10, 10))  # fmt: skip
+    path = tmp_path / "p2.pt"
+    net = PixelNet([3, 3], 2)
+    with registered(spec):
+        save_weights(path, net, WeightsMetadata.for_spec(spec, classes=own))
+        request = ChangeRequest(
+            before=a, after=a, model="", weights=str(path), output_dir=str(tmp_path / "out")
+        )
+        summary = engine.validate(request)
+        assert summary["model"] == "p2"
+        result = engine.run(request)
+        assert result.report["model"]["name"] == "p2"
+        assert [c["name"] for c in result.report["model"]["classes"]] == ["same", "new roofs"]
+        plain = tmp_path / "plain.pt"
+        torch.save(net.state_dict(), plain)
+        with pytest.raises(RequestError, match="name the model it is for"):
+            engine.validate(replace(request, weights=str(plain)))
+
+
 def test_disk_full_up_front_and_during_the_run(tmp_path, weights, use_stub, monkeypatch):
     paths = s2_s1_scene(tmp_path)
     use_stub(make_info(S2S1))
     usage = namedtuple("usage", "total used free")
-    real_usage = writers.shutil.disk_usage
-    monkeypatch.setattr(writers.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    real_usage = writers.outputs.shutil.disk_usage
+    monkeypatch.setattr(
+        writers.outputs.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000)
+    )
     with pytest.raises(DiskSpaceError, match="MB are free"):
         engine.run_landcover(landcover_request(paths, tmp_path / "out", weights))
-    monkeypatch.setattr(writers.shutil, "disk_usage", real_usage)
+    monkeypatch.setattr(writers.outputs.shutil, "disk_usage", real_usage)
     original_init = writers.StreamingGeoTiff.__init__
 
     def failing_init(self, *args, **kwargs):
@@ -995,7 +1048,7 @@ def test_requests_coerce_paths_and_lists_and_round_trip_through_json(tmp_path):
         ({"outputs": ("classes", "edges")}, "Unknown output"),
         ({"name": "../x"}, "plain file name"),
         ({"aoi": AreaOfInterest(bounds=(0, 0, 1, 1)), "pixel_grid": True}, "pixel-grid"),
-        ({"model": " "}, "model name"),
+        ({"model": 3}, "registry name"),
     ],
 )
 def test_request_field_errors(changes, match):

@@ -130,7 +130,9 @@ def test_validation_refuses_with_a_tile_that_then_fits(
     }
     run = kit.landcover(inputs=inputs, tile=4096, batch=4)
     budget = 2 * 10**9
-    monkeypatch.setattr(engine, "available_host_memory", lambda: MemoryBudget(budget, "test"))
+    monkeypatch.setattr(
+        engine.budget, "available_host_memory", lambda: MemoryBudget(budget, "test")
+    )
     with pytest.raises(NotEnoughMemoryError, match=r"tile of at most \d+ px") as info:
         engine.validate(run.request())  # type: ignore[arg-type]
     found = re.search(r"tile of at most (\d+) px", str(info.value))

@@ -24,12 +24,10 @@ PYTHON = sys.executable
 DRIVER = textwrap.dedent(
     """
     import sys, time
-    from collections import namedtuple
     import torch
     from landfuse.core import engine, worker
 
     DELAY = float(sys.argv.pop(1))
-    Norm = namedtuple("Norm", "mode lower upper factor mean std")
 
     class Stub(torch.nn.Module):
         def __init__(self):
@@ -41,18 +39,16 @@ DRIVER = textwrap.dedent(
             time.sleep(DELAY)
             return self.conv(torch.cat(inputs, 1))
 
-    Cls = namedtuple("Cls", "value name color")
-    STATS = Norm("fixed_stats", (), (), 1.0, (1000.0,), (500.0,))
-    INFO = engine.ModelInfo(
-        "stub", "Stub", "landcover",
-        (engine.ModalityPlan("s2", "S2", ("a", "b"), STATS),),
-        tuple(Cls(i, f"c{i}", (10 * i, 20, 30)) for i in range(3)), 32, 16,
-    )
-    engine.model_info = lambda name: INFO
-    engine.load_network = lambda info, weights, device, warn=None: (Stub(), info, "0" * 64, {})
+    sys.path.insert(0, TESTS)  # the shared test helpers
+    from stubmodels import Norm, stub_spec
+    from landfuse.models.registry import register_model
+
+    SPEC = stub_spec([("s2", ("a", "b"), Norm("fixed_stats", mean=(1000.0,), std=(500.0,)))])
+    register_model(SPEC)  # for the life of this worker process
+    engine.plan.load_network = lambda spec, weights, device, warn=None: (Stub(), spec, "0" * 64, {})
     sys.exit(worker.main())
     """
-)
+).replace("TESTS", repr(str(Path(__file__).resolve().parents[1])))
 
 
 @pytest.fixture
