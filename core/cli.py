@@ -20,73 +20,29 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
 import threading
 import time
 import traceback
 from typing import Any, Optional, Sequence, TextIO
 
+from ..models import registry
 from .errors import EXIT_OK, LandFuseError, RequestError, exit_code_for
+from .formatting import format_duration
 from .memory import format_bytes
-from .requests import (
-    DEVICE_CHOICES,
-    NORMALISATION_CHOICES,
-    PRECISION_CHOICES,
-    AreaOfInterest,
-    ChangeRequest,
-    LandCoverRequest,
-    ModalityInput,
-    RasterSource,
-)
+from .requests import AreaOfInterest, RasterSource
+from .run_options import RUN_OPTIONS, RunOption
 from .signals import StopOnSignal, stop_requested
+from .tasks import TASKS, Task, get_task
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ProgressBar", "build_parser", "main", "parse_band_list"]
 
-#: Modality keys offered when the registry cannot be read (it is torch-free, so rarely).
-_FALLBACK_MODALITIES = {
-    "s2": "Sentinel-2 L1C/L2A (13 bands)",
-    "s1": "Sentinel-1 VV + VH backscatter",
-    "dem": "digital elevation model",
-    "rgb": "8-bit RGB",
-    "rgbir": "8-bit RGB + near infrared",
-    "dsm": "digital surface model",
-}
-
-_LANDCOVER_EPILOG = """\
-Inputs are read on the grid of the reference raster (default: the finest-resolution file given
-to the first modality, e.g. a 10 m Sentinel-2 band), whatever their CRS, pixel size or extent:
-they are warped on the fly, nothing is resampled to disk. Pixels where any input has no data,
-or outside the area of interest, get the class value 255 (nodata).
-
-Outputs in --out: <name>_classes.tif (uint8 classes with colour table and names, nodata 255),
-<name>_confidence.tif (uint8 probability of the chosen class in %, nodata 255), a .qml style
-next to each (QGIS applies it automatically) and <name>_report.json (inputs, model, weights
-sha256, device, timings, area of every class in hectares).
-
-examples:
-  landfuse predict-landcover --s2 S2_stack.tif --s1 S1_VV_VH.tif \\
-      --model amm_fusenet_s2_s1_hunan --weights hunan.pt --out results/
-  landfuse predict-landcover --s2 T30UWU_B01.tif T30UWU_B02.tif ... T30UWU_B12.tif \\
-      --dem dem.tif --model amm_fusenet_s2_dem_hunan --weights hunan2.pt \\
-      --aoi parcels.gpkg --out results/ --device cuda --precision bf16
-"""
-
-_CHANGE_EPILOG = """\
-The 'after' image is read on the grid of the 'before' image (or of --reference) and warped on
-the fly if their CRS, pixel size or extent differ. The network is not symmetric: give the
-earlier date as --before.
-
-Outputs in --out (default name: change): <name>_mask.tif (uint8: 0 no change, 1 change,
-255 nodata), <name>_probability.tif (float32 0-1, nodata -1), a .qml style next to each (QGIS
-applies it automatically) and <name>_report.json (changed area in hectares).
-
-examples:
-  landfuse predict-change --before 2015.tif --after 2017.tif \\
-      --model amfnet_s2 --weights oscd.pt --out changes/
-  landfuse predict-change --before A/tile.png --after B/tile.png --pixel-grid \\
-      --model amfnet_rgb_levir --weights levir.pt --out changes/
-"""
+_OUTPUTS_NOTE = (
+    "a .qml style next to each (QGIS applies it automatically) and <name>_report.json (inputs, "
+    "how their bands were matched, model, weights sha256, device, timings, areas in hectares)."
+)
 
 
 def parse_band_list(text: str) -> tuple[int | str, ...]:
@@ -107,37 +63,92 @@ def parse_band_list(text: str) -> tuple[int | str, ...]:
     return tuple(int(item) if item.isdigit() else item for item in items)
 
 
-def _modalities() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Modality keys with their title and band names, from the registry (no torch needed)."""
-    fallback: dict[str, tuple[str, tuple[str, ...]]] = {
-        key: (title, ()) for key, title in _FALLBACK_MODALITIES.items()
-    }
-    try:
-        from ..models import registry
-    except ImportError:
-        return fallback
-    found: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for spec in registry.list_model_specs():
-        for modality in spec.modalities:
-            found.setdefault(modality.key, (modality.title, modality.band_names))
-    return found or fallback
+def _escape(text: str) -> str:
+    """Help text as argparse wants it (it %-formats argument help)."""
+    return text.replace("%", "%%")
 
 
-def _model_lines(task: str) -> str:
-    try:
-        from ..models import registry
+def _epilog(task: Task, specs: Sequence[Any]) -> str:
+    """Models, alignment, outputs and examples of a task's command, from the task and registry."""
+    models = "".join(f"  {s.name:<32} {s.title}\n" for s in specs)
+    outputs = ", ".join(f"<name>_{p.suffix}.tif ({p.help})" for p in task.products)
+    paragraphs = [
+        task.alignment,
+        f"Outputs in --out (default name: {task.name}): {outputs}, {_OUTPUTS_NOTE}",
+    ]
+    text = "\n\n".join(textwrap.fill(p, 96) for p in paragraphs if p)
+    return (f"models:\n{models}\n" if models else "") + text + "\n\nexamples:\n" + task.examples
 
-        specs = registry.list_model_specs(task)
-    except (ImportError, LandFuseError):
-        return ""
-    lines = [f"  {s.name:<32} {s.title}" for s in specs]
-    return "models:\n" + "\n".join(lines) + "\n\n"
+
+def _add_option(group: Any, option: RunOption) -> None:
+    """A run option as a flag: its type, default, limits and help from the option itself."""
+    default = option.default
+    shown = option.automatic or default
+    help_text = _escape(f"{option.help} (default: {shown})")
+    if option.kind == "choice":
+        if option.strict:
+            group.add_argument(option.flag, default=default, choices=option.choices, help=help_text)
+        else:
+            group.add_argument(
+                option.flag,
+                default=default,
+                metavar=option.name.upper()[:4],
+                help=f"{', '.join(option.choices)}: {help_text}",
+            )
+        return
+    kind = float if option.kind == "float" else int
+    group.add_argument(
+        option.flag, type=kind, default=default, metavar=option.name.upper()[:4], help=help_text
+    )
 
 
-def _add_common(parser: argparse.ArgumentParser, task: str) -> None:
-    """Options shared by both prediction commands."""
+def _add_slots(parser: argparse.ArgumentParser, task: Task, specs: Sequence[Any]) -> None:
+    """One ``--<slot>`` flag per input slot of the task's models (and its band selection)."""
+    inputs = parser.add_argument_group(
+        "inputs (give the ones the model takes; each may be one multi-band file or one file per "
+        "band, in the model's band order)"
+    )
+    for slot in task.slot_keys(specs):
+        inputs.add_argument(
+            f"--{slot.key}", nargs="+", metavar="FILE", help=_escape(f"{slot.title}: {slot.help}")
+        )
+        if task.shared_bands:
+            continue
+        names = slot.modality.band_names
+        inputs.add_argument(
+            f"--{slot.key}-bands",
+            type=parse_band_list,
+            metavar="LIST",
+            help=f"bands of a single --{slot.key} file in the model's order: numbers (e.g. "
+            f"{','.join(str(i + 1) for i in range(min(3, len(names))))}) or band descriptions "
+            f"(e.g. {','.join(names[:3])})",
+        )
+        inputs.add_argument(
+            f"--{slot.key}-nodata",
+            type=float,
+            metavar="VALUE",
+            help=f"nodata value of --{slot.key}",
+        )
+    if task.shared_bands:
+        inputs.add_argument(
+            "--bands",
+            type=parse_band_list,
+            metavar="LIST",
+            help="bands of single-file images, the same for every input: numbers or names",
+        )
+        inputs.add_argument(
+            "--nodata", type=float, metavar="VALUE", help="nodata value of every input"
+        )
+
+
+def _add_common(parser: argparse.ArgumentParser, task: Task) -> None:
+    """Options of every prediction command: model, grid and area, run options, outputs."""
     model = parser.add_argument_group("model")
-    model.add_argument("--model", required=True, help="registry model name (see `landfuse models`)")
+    model.add_argument(
+        "--model",
+        help="registry model name (see `landfuse models`); default: the one the weights file "
+        "names (a published reference checkpoint needs it)",
+    )
     model.add_argument(
         "--weights",
         required=True,
@@ -174,38 +185,18 @@ def _add_common(parser: argparse.ArgumentParser, task: str) -> None:
         "pixels are used as they are and the outputs carry no CRS",
     )
     run = parser.add_argument_group("processing")
-    run.add_argument(
-        "--tile", type=int, metavar="PX", help="tile edge in pixels (default: the model's, 256)"
-    )
-    run.add_argument(
-        "--overlap",
-        type=int,
-        metavar="PX",
-        help="overlap between tiles in pixels, blended smoothly (default: tile/8)",
-    )
-    run.add_argument("--batch", type=int, default=4, metavar="N", help="tiles per batch (4)")
-    run.add_argument(
-        "--device",
-        default="auto",
-        metavar="DEV",
-        help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (auto: GPU if present, else CPU)",
-    )
-    run.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISION_CHOICES,
-        help="auto: bf16/fp16 where the hardware supports it, else fp32",
-    )
-    run.add_argument(
-        "--normalisation",
-        default="auto",
-        choices=NORMALISATION_CHOICES,
-        help="auto: as the weights/model were trained; minmax_per_tile: the reference "
-        "AMM-FuseNet scaling (each band of each tile to 0-1)",
-    )
+    for option in (*RUN_OPTIONS, *task.options):
+        _add_option(run, option)
     out = parser.add_argument_group("outputs")
     out.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    out.add_argument("--name", metavar="NAME", help=f"base name of the output files ({task})")
+    out.add_argument("--name", metavar="NAME", help=f"base name of the output files ({task.name})")
+    for product in task.products:
+        if not product.main:
+            out.add_argument(
+                f"--no-{product.key}",
+                action="store_true",
+                help=_escape(f"do not write the {product.title.lower()} raster"),
+            )
     out.add_argument(
         "--no-cog",
         action="store_true",
@@ -224,6 +215,9 @@ def _add_common(parser: argparse.ArgumentParser, task: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``landfuse`` argument parser with every subcommand.
 
+    One prediction command per task (:mod:`landfuse.core.tasks`), with one input flag per slot
+    of the registry's models of the task, read when the parser is built.
+
     Returns:
         The parser; each subcommand sets ``func(args) -> int``.
     """
@@ -234,69 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    landcover = subparsers.add_parser(
-        "predict-landcover",
-        help="map land cover from Sentinel-2 plus Sentinel-1 and/or a DEM",
-        description="Map land cover over a scene with a multi-modal network (AMM-FuseNet).",
-        epilog=_model_lines("landcover") + _LANDCOVER_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    inputs = landcover.add_argument_group(
-        "inputs (give the modalities the model takes; a modality may be one multi-band file or "
-        "one file per band, in the model's band order)"
-    )
-    for key, (title, band_names) in _modalities().items():
-        inputs.add_argument(f"--{key}", nargs="+", metavar="FILE", help=f"{title}: raster(s)")
-        example = ",".join(band_names[:3]) if band_names else "B02,B03,B04"
-        inputs.add_argument(
-            f"--{key}-bands",
-            type=parse_band_list,
-            metavar="LIST",
-            help=f"bands of a single --{key} file in the model's order: numbers (e.g. "
-            f"{','.join(str(i + 1) for i in range(min(3, len(band_names) or 3)))}) or band "
-            f"descriptions (e.g. {example})",
+    for task in TASKS:
+        specs = registry.list_model_specs(task.name)
+        command = subparsers.add_parser(
+            task.command,
+            help=task.summary,
+            description=task.description,
+            epilog=_epilog(task, specs),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        inputs.add_argument(
-            f"--{key}-nodata", type=float, metavar="VALUE", help=f"nodata value of --{key}"
-        )
-    _add_common(landcover, "landcover")
-    landcover.add_argument(
-        "--no-confidence", action="store_true", help="do not write the confidence raster"
-    )
-    landcover.set_defaults(func=_predict_landcover)
-
-    change = subparsers.add_parser(
-        "predict-change",
-        help="detect changes between two dates (before / after)",
-        description="Detect changes between a 'before' and an 'after' image (AMFNet).",
-        epilog=_model_lines("change") + _CHANGE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    pair = change.add_argument_group("inputs")
-    pair.add_argument("--before", nargs="+", required=True, metavar="FILE", help="earlier image")
-    pair.add_argument("--after", nargs="+", required=True, metavar="FILE", help="later image")
-    pair.add_argument(
-        "--bands",
-        type=parse_band_list,
-        metavar="LIST",
-        help="bands of single-file images, same for both dates: numbers or names",
-    )
-    pair.add_argument("--nodata", type=float, metavar="VALUE", help="nodata value of both images")
-    _add_common(change, "change")
-    change.add_argument(
-        "--threshold",
-        type=float,
-        default=0.5,
-        help="change probability from which a pixel is marked changed (0.5)",
-    )
-    change.add_argument(
-        "--no-probability", action="store_true", help="do not write the change probability"
-    )
-    change.set_defaults(func=_predict_change)
+        _add_slots(command, task, specs)
+        _add_common(command, task)
+        command.set_defaults(func=_predict, task=task.name)
 
     models = subparsers.add_parser("models", help="list the models and their inputs")
-    models.add_argument("--task", choices=("landcover", "change"), help="only this task")
+    models.add_argument("--task", choices=tuple(t.name for t in TASKS), help="only this task")
     models.set_defaults(func=_list_models)
 
     train_cli = _optional_train_cli()
@@ -335,51 +281,51 @@ def _aoi(args: argparse.Namespace) -> Optional[AreaOfInterest]:
     return None
 
 
-def _common_fields(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "model": args.model,
-        "weights": args.weights,
-        "output_dir": args.out,
-        "aoi": _aoi(args),
-        "reference": args.reference,
-        "pixel_grid": args.pixel_grid,
-        "tile": args.tile,
-        "overlap": args.overlap,
-        "batch": args.batch,
-        "device": args.device,
-        "precision": args.precision,
-        "normalisation": args.normalisation,
-        "name": args.name,
-        "cog": not args.no_cog,
-        "overwrite": args.overwrite,
-    }
+def _slot_sources(args: argparse.Namespace, task: Task) -> dict[str, tuple]:
+    """The files given per slot, with their band selection and nodata."""
+    sources = {}
+    for slot in task.slot_keys(registry.list_model_specs(task.name)):
+        attribute = slot.key.replace("-", "_")
+        files = getattr(args, attribute, None)
+        if not files:
+            continue
+        prefix = "" if task.shared_bands else f"{attribute}_"
+        bands = getattr(args, f"{prefix}bands", None)
+        nodata = getattr(args, f"{prefix}nodata", None)
+        sources[slot.key] = _sources(files, bands, nodata, f"--{slot.key}")
+    return sources
 
 
-def _predict_landcover(args: argparse.Namespace) -> int:
-    inputs = []
-    for key in _modalities():
-        files = getattr(args, key.replace("-", "_"), None)
-        if files:
-            bands = getattr(args, f"{key}_bands", None)
-            nodata = getattr(args, f"{key}_nodata", None)
-            inputs.append(ModalityInput(key, _sources(files, bands, nodata, f"--{key}")))
-    if not inputs:
-        raise RequestError(
-            "Give the input rasters, e.g. --s2 S2.tif --s1 S1.tif (see --help for the modalities)."
+def _predict(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    sources = _slot_sources(args, task)
+    if not sources:
+        example = " ".join(
+            f"--{s.key} {s.key.upper()}.tif"
+            for s in task.slot_keys(registry.list_model_specs(task.name))[:2]
         )
-    outputs = ("classes",) if args.no_confidence else ("classes", "confidence")
-    request = LandCoverRequest(inputs=tuple(inputs), outputs=outputs, **_common_fields(args))
-    return _execute(request, args)
-
-
-def _predict_change(args: argparse.Namespace) -> int:
-    outputs = ("change",) if args.no_probability else ("change", "probability")
-    request = ChangeRequest(
-        before=_sources(args.before, args.bands, args.nodata, "--before"),
-        after=_sources(args.after, args.bands, args.nodata, "--after"),
-        threshold=args.threshold,
+        raise RequestError(
+            f"Give the input rasters, e.g. {example} (see --help for the inputs of each model)."
+        )
+    outputs = tuple(
+        p.key for p in task.products if p.main or not getattr(args, f"no_{p.key}", False)
+    )
+    fields: dict[str, Any] = {
+        option.name: getattr(args, option.name) for option in (*RUN_OPTIONS, *task.options)
+    }
+    request = task.make_request(
+        args.model or "",
+        args.weights,
+        sources,
+        output_dir=args.out,
+        aoi=_aoi(args),
+        reference=args.reference,
+        pixel_grid=args.pixel_grid,
+        name=args.name,
+        cog=not args.no_cog,
+        overwrite=args.overwrite,
         outputs=outputs,
-        **_common_fields(args),
+        **fields,
     )
     return _execute(request, args)
 
@@ -435,8 +381,6 @@ def _say(text: str) -> None:
 
 
 def _list_models(args: argparse.Namespace) -> int:
-    from ..models import registry
-
     for spec in registry.list_model_specs(args.task):
         inputs = " + ".join(f"{m.key} ({len(m.bands)} bands)" for m in spec.modalities)
         classes = ", ".join(c.name for c in spec.classes)
@@ -485,7 +429,7 @@ class ProgressBar:
             with self._lock:
                 silent = time.monotonic() - self._last_write
                 if self._last_line and silent >= self.heartbeat_s:
-                    elapsed = _duration(time.monotonic() - self._started)
+                    elapsed = format_duration(time.monotonic() - self._started)
                     self._write(f"{self._last_line} (still working, {elapsed} elapsed)\n")
 
     def _write(self, text: str) -> None:
@@ -500,7 +444,7 @@ class ProgressBar:
         tiles = (
             f" {progress.tiles_done}/{progress.tiles_total} tiles" if progress.tiles_total else ""
         )
-        left = f", {_duration(eta)} left" if eta is not None and fraction < 1.0 else ""
+        left = f", {format_duration(eta)} left" if eta is not None and fraction < 1.0 else ""
         with self._lock:
             if self.tty:
                 filled = round(fraction * self.width)
@@ -525,18 +469,7 @@ class ProgressBar:
         if self._timer is not None:
             self._timer.join(timeout=1.0)
         if self.tty and self._drawn:
-            self._write(f"\n{_duration(time.monotonic() - self._started)} elapsed\n")
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+            self._write(f"\n{format_duration(time.monotonic() - self._started)} elapsed\n")
 
 
 def _report_error(error: BaseException, stream: TextIO) -> None:

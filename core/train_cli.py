@@ -24,7 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
+from ..models.architectures import ARCHITECTURES
 from .errors import EXIT_OK, CancelledError, RequestError
+from .formatting import format_duration
+from .tasks import TASKS, Task, get_task
 
 __all__ = ["TrainingPrinter", "parse_class_table", "parse_label_map", "register"]
 
@@ -62,20 +65,8 @@ _CHANGE_EXAMPLES = """\
   landfuse train-change --model amfnet_rgb_levir --scene before.tif after.tif changes.gpkg \\
       --label-field changed --chip 256 --encoder resnet18 --out runs/city"""
 
-_EVALUATE_EPILOG = """\
-Two ways to assess:
-  a weights file on a labelled dataset (the seeds' test.py):
-    landfuse evaluate --weights runs/hunan/model.pt --data myhunan --split test --hunan-remap
-    landfuse evaluate --weights runs/levir/model.pt --data LEVIR-CD --split test \\
-        --visualise --out assessment/
-  a class map (e.g. from predict-landcover) against a reference raster or labelled polygons:
-    landfuse evaluate --map results/landcover_classes.tif --reference survey.gpkg \\
-        --label-field class_id --out assessment/
-
-Outputs in --out: report.json (overall accuracy, kappa, mean IoU, per-class IoU / precision /
-recall / F1, frequency-weighted IoU, change scores) and confusion_matrix.csv; with --visualise,
-the change visualisation (true positives white, false positives red, false negatives green).
-"""
+#: Examples of each task's training command (a task without examples gets none).
+_EXAMPLES = {"landcover": _LANDCOVER_EXAMPLES, "change": _CHANGE_EXAMPLES}
 
 
 def parse_label_map(text: str) -> dict[Any, int]:
@@ -162,7 +153,7 @@ class TrainingPrinter:
         """Draw one ``training.TrainingProgress``."""
         if self.quiet:
             return
-        eta = "" if progress.eta_s is None else f", {_duration(progress.eta_s)} left"
+        eta = "" if progress.eta_s is None else f", {format_duration(progress.eta_s)} left"
         if progress.phase == "train":
             if self.tty:
                 width = 24
@@ -189,30 +180,20 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
 # ---------------------------------------------------------------------------------------------
 # Parsers
 
 
-def _add_data_options(parser: argparse.ArgumentParser, task: str) -> None:
+def _add_data_options(parser: argparse.ArgumentParser, task: Task) -> None:
     data = parser.add_argument_group("data (a published layout with --data, or --scene rasters)")
-    layout = "AMM-FuseNet layout (ann_dir, s2_dir...)" if task == "landcover" else "LEVIR-CD"
-    data.add_argument("--data", metavar="ROOT", help=f"dataset root in the {layout} layout")
+    data.add_argument("--data", metavar="ROOT", help=f"dataset root in the {task.layout}")
     data.add_argument("--train-split", default="train", help="training split (train)")
     data.add_argument(
         "--val-split",
         default="val",
         help="validation split ('none' to train without validation; default val)",
     )
-    if task == "landcover":
+    if task.modality_folders:
         data.add_argument(
             "--modalities",
             nargs="+",
@@ -227,8 +208,8 @@ def _add_data_options(parser: argparse.ArgumentParser, task: str) -> None:
     _add_scene_options(data, task)
 
 
-def _add_scene_options(group: Any, task: str) -> None:
-    inputs = "S2 S1 ... LABEL" if task == "landcover" else "BEFORE AFTER LABEL"
+def _add_scene_options(group: Any, task: Task) -> None:
+    inputs = task.scene_inputs
     group.add_argument(
         "--scene",
         nargs="+",
@@ -265,7 +246,7 @@ def _add_scene_options(group: Any, task: str) -> None:
     )
 
 
-def _add_train_options(parser: argparse.ArgumentParser, task: str) -> None:
+def _add_train_options(parser: argparse.ArgumentParser, task: Task) -> None:
     parser.add_argument("--model", required=True, help="registry model (see `landfuse models`)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     _add_data_options(parser, task)
@@ -275,9 +256,12 @@ def _add_train_options(parser: argparse.ArgumentParser, task: str) -> None:
         choices=("resnet18", "resnet34", "resnet50"),
         help="ResNet of the encoders (default: the model's; resnet18 is the light variant)",
     )
-    if task == "landcover":
+    strides = sorted(
+        {s for a in ARCHITECTURES.values() if a.task == task.name for s in a.output_strides}
+    )
+    if strides:
         model.add_argument(
-            "--output-stride", type=int, choices=(8, 16), help="AMM-FuseNet output stride"
+            "--output-stride", type=int, choices=strides, help="the network's output stride"
         )
     model.add_argument(
         "--classes",
@@ -344,65 +328,22 @@ def register(subparsers: Any) -> None:
     Args:
         subparsers: What ``ArgumentParser.add_subparsers()`` returned.
     """
-    commands = (
-        ("landcover", "train-landcover", "a land-cover model", _LANDCOVER_EXAMPLES),
-        ("change", "train-change", "a change-detection model", _CHANGE_EXAMPLES),
-    )
-    for task, command, what, examples in commands:
-        helptext = f"train or fine-tune {what}"
+    for task in TASKS:
+        helptext = f"train or fine-tune a {task.noun} model"
         parser = subparsers.add_parser(
-            command,
+            task.train_command,
             help=helptext,
             description=f"{helptext[0].upper()}{helptext[1:]} with the published recipe "
             "(configurable), on a published dataset layout or on chips cut from your rasters.",
-            epilog=_TRAIN_EPILOG.format(task=task, examples=examples),
+            epilog=_TRAIN_EPILOG.format(task=task.name, examples=_EXAMPLES.get(task.name, "")),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_train_options(parser, task)
-        parser.set_defaults(func=_train, task=task)
+        parser.set_defaults(func=_train, task=task.name)
 
-    evaluate = subparsers.add_parser(
-        "evaluate",
-        help="assess a model on a labelled dataset, or a class map against a reference",
-        description="Accuracy assessment: confusion matrix, overall accuracy, kappa, IoU, F1.",
-        epilog=_EVALUATE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    what = evaluate.add_mutually_exclusive_group(required=True)
-    what.add_argument("--weights", metavar="FILE", help="weights file to assess on a dataset")
-    what.add_argument("--map", metavar="FILE", help="class map to assess against --reference")
-    evaluate.add_argument(
-        "--model", help="registry model (needed for published checkpoints; checked otherwise)"
-    )
-    data = evaluate.add_argument_group("dataset (with --weights)")
-    data.add_argument("--data", metavar="ROOT", help="dataset root (AMM-FuseNet or LEVIR-CD)")
-    data.add_argument("--split", default="test", help="split to assess (test; 'none': all)")
-    data.add_argument("--modalities", nargs="+", metavar="KEY", help="AMM-FuseNet folders")
-    data.add_argument("--hunan-remap", action="store_true", help="remap Hunan labels")
-    _add_scene_options(data, "landcover")
-    data.add_argument("--batch", type=int, default=4, metavar="N", help="batch size (4)")
-    data.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    ref = evaluate.add_argument_group("reference (with --map)")
-    ref.add_argument("--reference", metavar="FILE", help="reference raster or labelled polygons")
-    ref.add_argument(
-        "--class-names",
-        type=parse_class_table,
-        metavar="TABLE",
-        help="class names of the map (default: those stored in it)",
-    )
-    ref.add_argument(
-        "--change", action="store_true", help="the map is a change map (class 1 = change)"
-    )
-    out = evaluate.add_argument_group("outputs")
-    out.add_argument("--out", metavar="DIR", help="write report.json and confusion_matrix.csv")
-    out.add_argument(
-        "--visualise",
-        action="store_true",
-        help="write the change visualisation (white TP, red FP, green FN) into --out",
-    )
-    out.add_argument("--ignore", type=int, default=255, help="label value to ignore (255)")
-    out.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    evaluate.set_defaults(func=_evaluate)
+    from .evaluate_cli import register as register_evaluate  # it uses this module
+
+    register_evaluate(subparsers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,8 +376,7 @@ def _scenes(groups: Optional[Sequence[Sequence[str]]], args: argparse.Namespace)
 
 def model_band_names(spec: Any) -> tuple[tuple[str, ...], ...]:
     """The model's band names of each input of a scene: per modality, or the pair's two dates."""
-    names = tuple(tuple(b.name for b in m.bands) for m in spec.modalities)
-    return names * 2 if spec.task == "change" else names
+    return get_task(spec.task).input_band_names(spec)
 
 
 def _chips(scenes: list[Any], args: argparse.Namespace, spec: Any) -> Any:
@@ -447,7 +387,7 @@ def _chips(scenes: list[Any], args: argparse.Namespace, spec: Any) -> Any:
         chip_size=args.chip,
         stride=args.stride,
         min_labelled_fraction=args.min_labelled,
-        nearest_inputs=_nearest_inputs(spec),
+        nearest_inputs=get_task(spec.task).nearest_inputs(spec),
         preload=args.preload,
         band_names=model_band_names(spec),
     )
@@ -457,30 +397,14 @@ def _chips(scenes: list[Any], args: argparse.Namespace, spec: Any) -> Any:
 
 
 def _layout_dataset(args: argparse.Namespace, spec: Any, split: Optional[str]) -> Any:
-    from .datasets import AmmFuseNetDataset, LevirCDDataset
-
-    if spec.task == "change":
-        return LevirCDDataset(args.data, split=split)
-    if split is None:
-        raise RequestError(
-            "The AMM-FuseNet layout keeps its samples in train/ val/ test/ folders: name one "
-            "with --split."
-        )
-    modalities = tuple(args.modalities or (m.key for m in spec.modalities))
-    return AmmFuseNetDataset(
+    return get_task(spec.task).layout_dataset(
         args.data,
-        split=split,
-        modalities=modalities,
-        hunan_remap=args.hunan_remap,
+        split,
+        spec,
+        modalities=getattr(args, "modalities", None),
+        hunan_remap=getattr(args, "hunan_remap", False),
         label_map=getattr(args, "label_map", None),
     )
-
-
-def _nearest_inputs(spec: Any) -> tuple[int, ...]:
-    """Inputs the registry says to align with nearest (e.g. a categorical layer)."""
-    if spec.task == "change":
-        return (0, 1) if spec.modalities[0].resampling == "nearest" else ()
-    return tuple(i for i, m in enumerate(spec.modalities) if m.resampling == "nearest")
 
 
 def _datasets(args: argparse.Namespace, spec: Any) -> tuple[Any, Optional[Any], str]:
@@ -533,7 +457,7 @@ def _train(args: argparse.Namespace) -> int:
 
     spec = get_model_spec(args.model)
     if spec.task != args.task:
-        other = "train-change" if spec.task == "change" else "train-landcover"
+        other = get_task(spec.task).train_command
         raise RequestError(f"{args.model} is a {spec.task} model; use `landfuse {other}`.")
     config = TrainingConfig(
         model=args.model,
@@ -584,124 +508,3 @@ def _train(args: argparse.Namespace) -> int:
         if result.plot_path:
             _say(f"learning curves: {result.plot_path}")
     return EXIT_OK
-
-
-def _write_png(path: Path, rgb: Any) -> None:
-    import warnings
-
-    import numpy as np
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(
-            path,
-            "w",
-            driver="PNG",
-            width=rgb.shape[1],
-            height=rgb.shape[0],
-            count=3,
-            dtype="uint8",
-        ) as dst:
-            dst.write(np.moveaxis(rgb, -1, 0))
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from .metrics import assess_class_map, write_confusion_csv, write_report_json
-
-    out = Path(args.out) if args.out else None
-    if args.visualise and out is None:
-        raise RequestError("--visualise writes files: give --out DIR.")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    if args.map:
-        if not args.reference:
-            raise RequestError("--map needs --reference (a raster or labelled polygons).")
-        names = [c.name for c in args.class_names] if args.class_names else None
-        if args.change and names is None:
-            names = ["no change", "change"]
-        report = assess_class_map(
-            args.map,
-            args.reference,
-            label_field=args.label_field,
-            label_map=args.label_map,
-            class_names=names,
-            ignore_index=args.ignore,
-            change_class=1 if args.change else None,
-            visualisation=(out / "change_visualisation.tif") if args.visualise and out else None,
-        )
-        extra = {"map": args.map, "reference": args.reference}
-    else:
-        report, extra = _evaluate_weights(args, out)
-    if out is not None:
-        write_report_json(report, out / "report.json", **extra)
-        write_confusion_csv(report, out / "confusion_matrix.csv")
-    if args.json:
-        data = report.to_dict()
-        data.update(extra)
-        _say(json.dumps(data, indent=2))
-    else:
-        for key, value in report.scalars().items():
-            _say(f"{key}: {'n/a' if not _finite(value) else f'{value:.4f}'}")
-        if out is not None:
-            _say(f"report: {out / 'report.json'}")
-    return EXIT_OK
-
-
-def _evaluate_weights(args: argparse.Namespace, out: Optional[Path]) -> tuple[Any, dict[str, Any]]:
-    from ..models import weights as weights_io
-    from ..models.errors import WeightsMismatchError
-    from .metrics import change_visualisation
-    from .training import evaluate_weights, spec_from_metadata
-
-    if args.model is None:
-        try:
-            _, metadata, _ = weights_io.read_weights(args.weights)
-        except WeightsMismatchError as exc:
-            raise RequestError(
-                f"{args.weights} has no LandFuse metadata; if it is a published checkpoint, "
-                "name its model with --model."
-            ) from exc
-        spec = spec_from_metadata(metadata)
-    else:
-        from ..models.registry import get_model_spec
-
-        spec = get_model_spec(args.model)
-    split = None if args.split.lower() == "none" else args.split
-    if args.data and args.scene:
-        raise RequestError("Give either --data or --scene, not both.")
-    if args.data:
-        dataset = _layout_dataset(args, spec, split)
-    elif args.scene:
-        dataset = _chips(_scenes(args.scene, args), args, spec)
-    else:
-        raise RequestError("--weights needs a dataset: --data ROOT or --scene FILES... LABEL.")
-    callback = None
-    if args.visualise and out is not None:
-        if spec.task != "change":
-            raise RequestError("--visualise draws change maps; the model is a land-cover model.")
-        folder = out / "visualisation"
-        folder.mkdir(exist_ok=True)
-
-        def callback(name: str, prediction: Any, label: Any) -> None:
-            stem = Path(name).stem.replace("@", "_").replace(",", "_")
-            _write_png(folder / f"{stem}.png", change_visualisation(prediction, label))
-
-    report = evaluate_weights(
-        args.weights,
-        dataset,
-        model_name=args.model,
-        device=args.device,
-        batch_size=args.batch,
-        ignore_index=args.ignore,
-        on_prediction=callback,
-    )
-    extra = {
-        "weights": args.weights,
-        "weights_sha256": weights_io.file_sha256(args.weights),
-        "data": args.data or [" ".join(s) for s in args.scene],
-        "split": split,
-        "samples": len(dataset),
-    }
-    return report, extra

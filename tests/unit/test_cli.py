@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import types
-from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
+from stubmodels import Norm, registered, stub_spec
 
 from landfuse.core import cli, engine
 from landfuse.core.errors import CancelledError, InputFileError
@@ -20,9 +20,6 @@ from landfuse.core.requests import ChangeRequest, LandCoverRequest
 from landfuse.core.runner import Progress
 
 pytestmark = pytest.mark.unit
-
-Norm = namedtuple("Norm", "mode lower upper factor mean std", defaults=((), (), 1.0, (), ()))
-Cls = namedtuple("Cls", "value name color")
 
 
 class Stub(torch.nn.Module):
@@ -61,24 +58,13 @@ def scene(tmp_path, monkeypatch):
     paths["weights"] = str(tmp_path / "w.pt")
     (tmp_path / "w.pt").write_bytes(b"stub")
     stats = Norm("fixed_stats", mean=(1000.0,), std=(300.0,))
-    info = engine.ModelInfo(
-        "stub",
-        "Stub",
-        "landcover",
-        (
-            engine.ModalityPlan("s2", "S2", ("B02", "B03", "B04"), stats),
-            engine.ModalityPlan("s1", "S1", ("VV", "VH"), stats),
-        ),
-        tuple(Cls(i, f"c{i}", (0, 0, 0)) for i in range(3)),
-        32,
-        16,
-    )
-    monkeypatch.setattr(engine, "model_info", lambda name: info)
+    spec = stub_spec([("s2", ("B02", "B03", "B04"), stats), ("s1", ("VV", "VH"), stats)])
     monkeypatch.setattr(
-        engine, "load_network", lambda i, w, d, warn=None: (Stub(5, 3), i, "0" * 64, {})
+        engine.plan, "load_network", lambda i, w, d, warn=None: (Stub(5, 3), i, "0" * 64, {})
     )
     paths["out"] = str(tmp_path / "out")
-    return paths
+    with registered(spec):
+        yield paths
 
 
 def landcover_args(scene, *extra):
