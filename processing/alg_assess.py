@@ -204,7 +204,7 @@ class ChangeVisualisationAlgorithm(LandFuseAlgorithm):
         report = assess_class_map(
             prediction,
             reference,
-            label_map=reference_label_map(reference),
+            label_map=change_label_map(reference),
             class_names=("no change", "change"),
             change_class=1,
             visualisation=output,
@@ -225,11 +225,6 @@ class ChangeVisualisationAlgorithm(LandFuseAlgorithm):
             write_report_json(report, report_path, map=prediction, reference=reference)
             results[self.REPORT] = report_path
         return results
-
-
-def reference_label_map(path: str) -> Optional[Dict[int, int]]:
-    """0/255 references (LEVIR-CD style) mean 0 no change, 255 change; 0/1 ones are used as is."""
-    return change_label_map(path)
 
 
 def _inputs(class_map: str, reference: str, reference_is_vector: bool) -> ProtectedFiles:

@@ -17,7 +17,7 @@ import os
 import shutil
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from qgis.core import (
     Qgis,
@@ -38,13 +38,11 @@ from ..core.protection import (
     check_destinations,
     request_protected_files,
 )
-from ..core.requests import RasterSource
+from ..core.requests import AreaOfInterest, RasterSource
+from ..core.run_options import RUN_OPTIONS, RunOption
 from . import environment, layers
 
 ICON_PATH = str(Path(__file__).resolve().parent.parent / "resources" / "icon.png")
-DEVICE_OPTIONS = ("auto", "cpu", "cuda", "mps")
-PRECISION_OPTIONS = ("auto", "fp32", "bf16", "fp16")
-NORMALISATION_OPTIONS = ("auto", "minmax_per_tile", "fixed_bounds", "scale", "fixed_stats")
 #: The weights file parameters' filter. No fixed extension: with one, QGIS refuses a folder or a
 #: sidecar with "Incorrect parameter value" before LandFuse can say which file to give.
 WEIGHTS_FILE_FILTER = "LandFuse weights (*.pt *.pth *.ckpt);;All files (*)"
@@ -70,6 +68,19 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
 
     GROUP = "Mapping"
     GROUP_ID = "mapping"
+    #: Subclasses name themselves here (or override the methods).
+    NAME = ""
+    DISPLAY_NAME = ""
+    HELP = ""
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:
+        return self.DISPLAY_NAME
+
+    def shortHelpString(self) -> str:
+        return self.HELP
 
     def group(self) -> str:
         return self.GROUP
@@ -120,9 +131,9 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
         return "https://github.com/landfuse/landfuse/blob/main/docs/user-guide.md"
 
     # -- helpers -----------------------------------------------------------------------------
-    def add_run_options(self, default_tile: int = 0) -> None:
-        """Tile, overlap, batch, device, precision, normalisation, pixel grid: all advanced."""
-        from qgis.core import QgsProcessingParameterBoolean, QgsProcessingParameterNumber
+    def add_run_options(self, extra: Sequence[RunOption] = ()) -> None:
+        """The pixel-grid switch, then every run option (and ``extra`` ones): all advanced."""
+        from qgis.core import QgsProcessingParameterBoolean
 
         self.addParameter(
             advanced(
@@ -135,85 +146,29 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
                 )
             )
         )
-
-        self.addParameter(
-            advanced(
-                with_help(
-                    QgsProcessingParameterNumber(
-                        "TILE",
-                        "Tile size (px, 0 = model default)",
-                        QgsProcessingParameterNumber.Integer,
-                        default_tile,
-                        False,
-                        0,
-                    ),
-                    "Edge of the square tiles the scene is cut into; a multiple of the model's "
-                    "output stride (32 is always safe). Larger tiles need more memory: the run "
-                    "is refused, naming the largest tile that fits, when they would not fit "
-                    "(the same check as on the command line).",
-                )
-            )
-        )
-        self.addParameter(
-            advanced(
-                with_help(
-                    QgsProcessingParameterNumber(
-                        "OVERLAP",
-                        "Tile overlap (px, -1 = one eighth of the tile)",
-                        QgsProcessingParameterNumber.Integer,
-                        -1,
-                        False,
-                        -1,
-                    ),
-                    "Overlapping tiles are blended with a smooth window so no seams show.",
-                )
-            )
-        )
-        self.addParameter(
-            advanced(
-                with_help(
-                    QgsProcessingParameterNumber(
-                        "BATCH",
-                        "Batch size",
-                        QgsProcessingParameterNumber.Integer,
-                        4,
-                        False,
-                        1,
-                        256,
-                    ),
-                    "Tiles per forward pass; halved automatically when the GPU runs out of memory.",
-                )
-            )
-        )
-        for key, label, options, tip in (
-            ("DEVICE", "Device", DEVICE_OPTIONS, "auto picks CUDA, then Apple MPS, then the CPU."),
-            ("PRECISION", "Precision", PRECISION_OPTIONS,
-             "auto uses bf16 on CPUs with AVX512-BF16/AMX and fp16/bf16 on GPUs, else fp32."),
-            ("NORMALISATION", "Normalisation", NORMALISATION_OPTIONS,
-             "auto takes it from the weights file or the model; force a mode only to experiment."),
-        ):  # fmt: skip
-            self.addParameter(
-                advanced(
-                    with_help(QgsProcessingParameterEnum(key, label, list(options), False, 0), tip)
-                )
-            )
+        for option in (*RUN_OPTIONS, *extra):
+            self.addParameter(advanced(with_help(option_parameter(option), option.help)))
 
     def run_options(
-        self, parameters: Dict[str, Any], context: QgsProcessingContext
+        self,
+        parameters: Dict[str, Any],
+        context: QgsProcessingContext,
+        extra: Sequence[RunOption] = (),
     ) -> Dict[str, Any]:
-        tile = self.parameterAsInt(parameters, "TILE", context)
-        overlap = self.parameterAsInt(parameters, "OVERLAP", context)
-        return {
-            "tile": tile or None,
-            "overlap": None if overlap < 0 else overlap,
-            "batch": self.parameterAsInt(parameters, "BATCH", context),
-            "device": DEVICE_OPTIONS[self.parameterAsEnum(parameters, "DEVICE", context)],
-            "precision": PRECISION_OPTIONS[self.parameterAsEnum(parameters, "PRECISION", context)],
-            "normalisation": NORMALISATION_OPTIONS[
-                self.parameterAsEnum(parameters, "NORMALISATION", context)
-            ],
-            "pixel_grid": self.parameterAsBoolean(parameters, "PIXEL_GRID", context),
+        """The request fields of the run options (and ``extra`` ones), and the pixel grid."""
+        fields: Dict[str, Any] = {
+            "pixel_grid": self.parameterAsBoolean(parameters, "PIXEL_GRID", context)
         }
+        for option in (*RUN_OPTIONS, *extra):
+            name = option.parameter
+            if option.kind == "choice":
+                value: Any = self.parameterAsEnumString(parameters, name, context)
+            elif option.kind == "float":
+                value = self.parameterAsDouble(parameters, name, context)
+            else:
+                value = self.parameterAsInt(parameters, name, context)
+            fields[option.name] = option.from_widget(value)
+        return fields
 
     @staticmethod
     def require_torch() -> None:
@@ -326,9 +281,58 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
         return destination
 
 
-def enum_names(specs: Sequence[Any]) -> List[str]:
-    """Registry entries as enum options: "title (name)"."""
-    return [f"{spec.title} [{spec.name}]" for spec in specs]
+def option_parameter(option: RunOption) -> QgsProcessingParameterDefinition:
+    """A run option as a Processing parameter: its default, limits and choices (by name, so
+    ``qgis_process`` and scripts say ``DEVICE=cpu``)."""
+    from qgis.core import QgsProcessingParameterNumber
+
+    if option.kind == "choice":
+        return QgsProcessingParameterEnum(
+            option.parameter, option.label, list(option.choices), False, option.default, False, True
+        )
+    label = option.label
+    if option.automatic:
+        label += f" ({option.automatic_value} = {option.automatic})"
+    number = (
+        QgsProcessingParameterNumber.Double
+        if option.kind == "float"
+        else QgsProcessingParameterNumber.Integer
+    )
+    parameter = QgsProcessingParameterNumber(
+        option.parameter, label, number, option.to_widget(option.default), False
+    )
+    if option.minimum is not None:
+        parameter.setMinimum(option.minimum)
+    if option.maximum is not None:
+        parameter.setMaximum(option.maximum)
+    return parameter
+
+
+def model_parameter(name: str, specs: Sequence[Any], help_text: str):
+    """The model choice by registry name (optional: the weights file names its model)."""
+    parameter = QgsProcessingParameterEnum(
+        name, "Model (empty: the weights file's)", [s.name for s in specs], False, None, True, True
+    )
+    listed = "; ".join(f"{s.name}: {s.title}" for s in specs)
+    return with_help(parameter, f"{help_text} Models: {listed}.")
+
+
+def area_of_interest(alg, parameters, context, folder: str, reference_crs):
+    """The AOI from the EXTENT or AOI parameters (None: whole overlap)."""
+    aoi_layer = alg.parameterAsVectorLayer(parameters, "AOI", context)
+    if aoi_layer is not None:
+        try:
+            return layers.export_polygons(aoi_layer, False, Path(folder))
+        except layers.LayerSourceError as error:
+            raise QgsProcessingException(str(error)) from None
+    if parameters.get("EXTENT"):
+        rect = alg.parameterAsExtent(parameters, "EXTENT", context, reference_crs)
+        if not rect.isEmpty():
+            return AreaOfInterest(
+                bounds=(rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
+                crs=reference_crs.toWkt(),
+            )
+    return None
 
 
 def engine_folder(destination: str) -> str:

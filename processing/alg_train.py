@@ -27,17 +27,16 @@ from qgis.core import (
 )
 
 from ..core.errors import CancelledError, LandFuseError
-from ..models.registry import list_model_specs
-from .alg_assess import reference_label_map
+from ..core.run_options import DEVICE
+from ..core.tasks import Task, get_task
+from ..models.registry import get_model_spec, list_model_specs
 from .alg_base import (
-    DEVICE_OPTIONS,
     WEIGHTS_FILE_FILTER,
     LandFuseAlgorithm,
     advanced,
-    enum_names,
+    option_parameter,
     with_help,
 )
-from .alg_landcover import MODALITY_PARAMETERS
 from .layers import layer_file_path
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")
@@ -59,6 +58,46 @@ class _TrainAlgorithm(LandFuseAlgorithm):
     GROUP = "Training and assessment"
     GROUP_ID = "training"
     TASK = ""
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.TASK)
+
+    def initAlgorithm(self, config=None) -> None:
+        specs = list_model_specs(self.TASK)
+        names = [s.name for s in specs]
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterEnum("MODEL", "Model", names, False, names[0], False, True),
+                "The registry model to train: "
+                + "; ".join(f"{s.name}: {s.title}" for s in specs)
+                + ".",
+            )
+        )
+        for slot in self.task.slot_keys(specs):
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterRasterLayer(slot.key.upper(), slot.title, optional=True),
+                    f"{slot.help} Give it when the model takes it.",
+                )
+            )
+        self.add_label_parameters()
+        self.add_training_parameters(default_epochs=20, default_chip=128)
+
+    def run_algorithm(
+        self,
+        parameters: Dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> Dict[str, Any]:
+        spec = get_model_spec(self.parameterAsEnumString(parameters, "MODEL", context))
+        inputs = []
+        for slot in self.task.slots(spec):
+            layer = self.parameterAsRasterLayer(parameters, slot.key.upper(), context)
+            if layer is None:
+                raise QgsProcessingException(f"The model '{spec.title}' needs {slot.title}.")
+            inputs.append(self.source_for(layer, slot.title))
+        return self.train_model(parameters, context, feedback, spec, inputs)
 
     def add_label_parameters(self) -> None:
         self.addParameter(
@@ -201,9 +240,7 @@ class _TrainAlgorithm(LandFuseAlgorithm):
                 )
             )
         )
-        self.addParameter(
-            advanced(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICE_OPTIONS), False, 0))
-        )
+        self.addParameter(advanced(with_help(option_parameter(DEVICE), DEVICE.help)))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
         self.addOutput(QgsProcessingOutputFile("WEIGHTS", "Weights file"))
         self.addOutput(QgsProcessingOutputFile("LOG", "Training log (CSV)"))
@@ -243,19 +280,17 @@ class _TrainAlgorithm(LandFuseAlgorithm):
             label_map = parse_label_map(text) if text else None
         except LandFuseError as error:
             raise QgsProcessingException(str(error)) from None
-        if label_map is None and spec.task == "change" and label[1] is None:
-            label_map = reference_label_map(label[0])  # 0/255 change masks (LEVIR-CD, OSCD)
+        if label_map is None and label[1] is None:
+            label_map = self.task.default_label_map(label[0])
         chip = self.parameterAsInt(parameters, "CHIP", context)
-        nearest = tuple(i for i, m in enumerate(spec.modalities) if m.resampling == "nearest")
-        if spec.task == "change":
-            nearest = ()
-
-        from ..core.train_cli import model_band_names
 
         def chips(path: str, field: Optional[str]):
             scene = RasterScene(tuple(inputs), path, label_field=field, label_map=label_map)
             dataset = RasterChipDataset(
-                [scene], chip_size=chip, nearest_inputs=nearest, band_names=model_band_names(spec)
+                [scene],
+                chip_size=chip,
+                nearest_inputs=self.task.nearest_inputs(spec),
+                band_names=self.task.input_band_names(spec),
             )
             for warning in dataset.warnings:
                 self.push_warning(feedback, warning.message)
@@ -290,7 +325,7 @@ class _TrainAlgorithm(LandFuseAlgorithm):
                 encoder=ENCODERS[self.parameterAsEnum(parameters, "ENCODER", context)],
                 classes=parse_class_table(classes_text) if classes_text else None,
                 seed=self.parameterAsInt(parameters, "SEED", context),
-                device=DEVICE_OPTIONS[self.parameterAsEnum(parameters, "DEVICE", context)],
+                device=self.parameterAsEnumString(parameters, "DEVICE", context),
                 init_encoders=self.parameterAsFile(parameters, "INIT_ENCODERS", context) or None,
                 finetune_from=self.parameterAsFile(parameters, "FINETUNE", context) or None,
                 data_description="QGIS Processing: chips from "
@@ -328,93 +363,34 @@ class _TrainAlgorithm(LandFuseAlgorithm):
 class TrainLandCoverAlgorithm(_TrainAlgorithm):
     """Train or fine-tune AMM-FuseNet on labelled rasters or polygons."""
 
-    def name(self) -> str:
-        return "trainlandcover"
+    TASK = "landcover"
 
-    def displayName(self) -> str:
-        return "Train a land-cover model"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Trains AMM-FuseNet (or fine-tunes existing weights) on your own data: a Sentinel-2 "
-            "image with Sentinel-1 and/or a DEM, and labels as a raster of class indices or as "
-            "polygons with a class field. Chips are cut from the images aligned on the "
-            "Sentinel-2 grid. The published recipe (SGD, poly learning-rate decay, cross-entropy "
-            "ignoring 255) is the default; normalisation statistics are computed from your data "
-            "and stored in the weights. Writes the weights (.pt + .json), a CSV log and learning "
-            "curves to the output folder. On a CPU keep the encoder at ResNet-18, chips small and "
-            "epochs few; the paper shows fine-tuning from few labels works."
-        )
-
-    def initAlgorithm(self, config=None) -> None:
-        specs = list_model_specs("landcover")
-        self.addParameter(QgsProcessingParameterEnum("MODEL", "Model", enum_names(specs), False, 0))
-        self.addParameter(QgsProcessingParameterRasterLayer("S2", "Sentinel-2 image"))
-        self.addParameter(
-            QgsProcessingParameterRasterLayer("S1", "Sentinel-1 image", optional=True)
-        )
-        self.addParameter(
-            QgsProcessingParameterRasterLayer("DEM", "Elevation model", optional=True)
-        )
-        self.add_label_parameters()
-        self.add_training_parameters(default_epochs=20, default_chip=128)
-
-    def run_algorithm(
-        self,
-        parameters: Dict[str, Any],
-        context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-    ) -> Dict[str, Any]:
-        spec = list_model_specs("landcover")[self.parameterAsEnum(parameters, "MODEL", context)]
-        inputs = []
-        for modality in spec.modalities:
-            layer = self.parameterAsRasterLayer(
-                parameters, MODALITY_PARAMETERS.get(modality.key, ""), context
-            )
-            if layer is None:
-                raise QgsProcessingException(
-                    f"The model '{spec.title}' needs a {modality.title} layer."
-                )
-            inputs.append(self.source_for(layer, modality.title))
-        return self.train_model(parameters, context, feedback, spec, inputs)
+    NAME = "trainlandcover"
+    DISPLAY_NAME = "Train a land-cover model"
+    HELP = (
+        "Trains AMM-FuseNet (or fine-tunes existing weights) on your own data: a Sentinel-2 "
+        "image with Sentinel-1 and/or a DEM, and labels as a raster of class indices or as "
+        "polygons with a class field. Chips are cut from the images aligned on the "
+        "Sentinel-2 grid. The published recipe (SGD, poly learning-rate decay, cross-entropy "
+        "ignoring 255) is the default; normalisation statistics are computed from your data "
+        "and stored in the weights. Writes the weights (.pt + .json), a CSV log and learning "
+        "curves to the output folder. On a CPU keep the encoder at ResNet-18, chips small and "
+        "epochs few; the paper shows fine-tuning from few labels works."
+    )
 
 
 class TrainChangeAlgorithm(_TrainAlgorithm):
     """Train or fine-tune AMFNet on a labelled before/after pair."""
 
-    def name(self) -> str:
-        return "trainchange"
+    TASK = "change"
 
-    def displayName(self) -> str:
-        return "Train a change-detection model"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Trains AMFNet (or fine-tunes existing weights) on a before/after pair with a change "
-            "label raster (1 or 255 = change, 0 = no change) or polygons of changed areas with a "
-            "class field (1 = change). Chips are cut from both dates aligned on the 'before' "
-            "grid and augmented jointly. The published recipe (Adam, poly decay, BCE with deep "
-            "supervision 1 / 0.5 / 0.4 / 0.3) is the default. Writes the weights, a CSV log and "
-            "learning curves to the output folder."
-        )
-
-    def initAlgorithm(self, config=None) -> None:
-        specs = list_model_specs("change")
-        self.addParameter(QgsProcessingParameterEnum("MODEL", "Model", enum_names(specs), False, 0))
-        self.addParameter(QgsProcessingParameterRasterLayer("BEFORE", "Before (earlier date)"))
-        self.addParameter(QgsProcessingParameterRasterLayer("AFTER", "After (later date)"))
-        self.add_label_parameters()
-        self.add_training_parameters(default_epochs=20, default_chip=128)
-
-    def run_algorithm(
-        self,
-        parameters: Dict[str, Any],
-        context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-    ) -> Dict[str, Any]:
-        spec = list_model_specs("change")[self.parameterAsEnum(parameters, "MODEL", context)]
-        inputs = []
-        for key, what in (("BEFORE", "Before"), ("AFTER", "After")):
-            layer = self.parameterAsRasterLayer(parameters, key, context)
-            inputs.append(self.source_for(layer, what))
-        return self.train_model(parameters, context, feedback, spec, inputs)
+    NAME = "trainchange"
+    DISPLAY_NAME = "Train a change-detection model"
+    HELP = (
+        "Trains AMFNet (or fine-tunes existing weights) on a before/after pair with a change "
+        "label raster (1 or 255 = change, 0 = no change) or polygons of changed areas with a "
+        "class field (1 = change). Chips are cut from both dates aligned on the 'before' "
+        "grid and augmented jointly. The published recipe (Adam, poly decay, BCE with deep "
+        "supervision 1 / 0.5 / 0.4 / 0.3) is the default. Writes the weights, a CSV log and "
+        "learning curves to the output folder."
+    )

@@ -8,8 +8,7 @@ from typing import List, Type
 from qgis.core import QgsProcessingAlgorithm
 
 from .alg_assess import AssessAccuracyAlgorithm, ChangeVisualisationAlgorithm
-from .alg_change import ChangeDetectionAlgorithm
-from .alg_landcover import LandCoverAlgorithm
+from .alg_mapping import ChangeDetectionAlgorithm, LandCoverAlgorithm
 from .alg_train import TrainChangeAlgorithm, TrainLandCoverAlgorithm
 from .alg_vectorise import VectoriseChangesAlgorithm
 

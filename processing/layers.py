@@ -21,13 +21,9 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..core.errors import LandFuseError
+from ..core.errors import LayerSourceError
 from ..core.requests import AreaOfInterest, RasterSource
 from .layer_info import band_description
-
-
-class LayerSourceError(LandFuseError):
-    """A layer cannot be handed to the engine as it is (the message says what to do)."""
 
 
 def layer_file_path(layer: QgsRasterLayer) -> str:

@@ -12,13 +12,11 @@ from typing import Any, Dict, List, Optional
 
 from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer
 
-# Product key → (layer title, checked in the legend).
-PRODUCTS = {
-    "classes": ("Land cover", True),
-    "confidence": ("Confidence (%)", False),
-    "change": ("Change", True),
-    "probability": ("Change probability", False),
-}
+from ..core.products import PRODUCTS
+from ..core.tasks import get_task
+
+#: Every task's products, main products first within each task.
+PRODUCT_LIST = tuple(p for products in PRODUCTS.values() for p in products)
 
 
 @dataclass(frozen=True)
@@ -30,39 +28,22 @@ class RunSummary:
     seconds: Optional[float]
 
 
-def _format_hectares(value: Optional[float]) -> str:
-    if value is None:
-        return "n/a"
-    if value >= 100:
-        return f"{value:,.0f} ha"
-    return f"{value:,.2f} ha"
-
-
 def summarise(result: Dict[str, Any]) -> RunSummary:
-    """A one-line summary of a worker result: areas per class or changed area, and the time."""
-    task = result.get("task", "")
+    """A one-line summary of a worker result: the task's areas, and the time."""
+    task_name = result.get("task", "")
     summary = result.get("summary") or {}
-    areas = summary.get("areas")
     seconds = (summary.get("timings_s") or {}).get("total")
     took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
-    if task == "change" and isinstance(areas, dict):
-        text = (
-            f"Change map ready{took}: {_format_hectares(areas.get('changed_hectares'))} changed "
-            f"({areas.get('changed_percent', 0):.2f} % of the mapped area)."
-        )
-    elif isinstance(areas, list) and areas:
-        top = sorted(areas, key=lambda row: -row.get("pixels", 0))
-        parts = [
-            f"{row['name']} {_format_hectares(row.get('hectares'))}"
-            if row.get("hectares") is not None
-            else f"{row['name']} {row.get('percent', 0):.1f} %"
-            for row in top
-            if row.get("pixels", 0) > 0
-        ]
-        text = f"Land-cover map ready{took}: " + ", ".join(parts) + "."
+    try:
+        task = get_task(task_name)
+    except KeyError:
+        task = None
+    areas = task.describe_areas(summary.get("areas")) if task is not None else ""
+    if task is not None and areas:
+        text = f"{task.map_title} ready{took}: {areas}."
     else:
         text = f"LandFuse run finished{took}."
-    return RunSummary(task, text, seconds if isinstance(seconds, (int, float)) else None)
+    return RunSummary(task_name, text, seconds if isinstance(seconds, (int, float)) else None)
 
 
 def _group_name(result: Dict[str, Any]) -> str:
@@ -89,11 +70,11 @@ def add_result_layers(
     root = project.layerTreeRoot()
     group: QgsLayerTreeGroup = root.insertGroup(0, _group_name(result))
     added: List[QgsMapLayer] = []
-    for key, (title, visible) in PRODUCTS.items():
-        path = outputs.get(key)
+    for product in PRODUCT_LIST:
+        path = outputs.get(product.key)
         if not path or not os.path.isfile(path):
             continue
-        layer = QgsRasterLayer(path, title, "gdal")
+        layer = QgsRasterLayer(path, product.title, "gdal")
         if not layer.isValid():
             continue
         style = os.path.splitext(path)[0] + ".qml"
@@ -101,7 +82,7 @@ def add_result_layers(
             layer.loadNamedStyle(style)
         project.addMapLayer(layer, False)
         node = group.addLayer(layer)
-        node.setItemVisibilityChecked(visible)
-        node.setExpanded(key in ("classes", "change"))
+        node.setItemVisibilityChecked(product.visible)
+        node.setExpanded(product.main)
         added.append(layer)
     return added

@@ -21,7 +21,9 @@ from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..core.errors import EXIT_CANCELLED, EXIT_INPUT
+from ..core.formatting import format_time_left
 from ..core.requests import Request, request_to_dict
+from ..core.tasks import get_task
 from ..core.writers import TEMP_PREFIX
 from . import environment
 
@@ -55,17 +57,8 @@ class RunFailure:
 
 
 def format_eta(seconds: Optional[float]) -> str:
-    """Seconds as a short "about 2 min 5 s left"."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return ""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"about {seconds} s left"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"about {minutes} min {seconds:02d} s left"
-    hours, minutes = divmod(minutes, 60)
-    return f"about {hours} h {minutes:02d} min left"
+    """Seconds as a short "about 2 min 05 s left" ("" when unknown)."""
+    return format_time_left(seconds)
 
 
 def progress_line_text(event: Dict[str, Any]) -> str:
@@ -93,10 +86,7 @@ class InferenceTask(QgsTask):
     done = pyqtSignal(object)
 
     def __init__(self, request: Request, python: str, description: str = "") -> None:
-        label = (
-            description
-            or f"LandFuse: {'land cover' if request.task == 'landcover' else 'change detection'}"
-        )
+        label = description or f"LandFuse: {get_task(request.task).title.lower()}"
         super().__init__(label, QgsTask.CanCancel)
         self.request = request
         self.python = python

@@ -48,13 +48,13 @@ def test_landcover(provider, scenes, weights, tmp_path):
         {
             "S2": str(scenes["s2"]),
             "S1": str(scenes["s1"]),
-            "MODEL": 0,
+            "MODEL": "amm_fusenet_s2_s1_hunan",
             "WEIGHTS": str(weights["landcover"]),
             "OUTPUT": str(out),
             "CONFIDENCE": str(conf),
             "TILE": 64,
             "BATCH": 2,
-            "PRECISION": 1,
+            "PRECISION": "fp32",
         },
     )
     assert result["OUTPUT"] == str(out)
@@ -78,12 +78,36 @@ def test_landcover_needs_the_model_inputs(provider, scenes, weights, tmp_path):
             "landcover",
             {
                 "S2": str(scenes["s2"]),
-                "MODEL": 0,
+                "MODEL": "amm_fusenet_s2_s1_hunan",
                 "WEIGHTS": str(weights["landcover"]),
                 "OUTPUT": str(tmp_path / "x.tif"),
             },
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_weights_file_chooses_the_model_and_another_is_refused(
+    provider, scenes, weights, tmp_path
+):
+    """MODEL left empty: the weights' sidecar names it; a different MODEL is refused before
+    anything runs, naming the file's model."""
+    parameters = {
+        "S2": str(scenes["s2"]),
+        "S1": str(scenes["s1"]),
+        "WEIGHTS": str(weights["landcover"]),
+        "OUTPUT": str(tmp_path / "lc.tif"),
+        "TILE": 64,
+        "PRECISION": "fp32",
+    }
+    result = _run("landcover", parameters)
+    report = json.loads(Path(result["REPORT"]).read_text())
+    assert report["model"]["name"] == "amm_fusenet_s2_s1_hunan"
+    with pytest.raises(QgsProcessingException, match="holds weights for 'amm_fusenet_s2_s1_hunan'"):
+        _run(
+            "landcover",
+            {**parameters, "MODEL": "amm_fusenet_s2_s1_dem", "OUTPUT": str(tmp_path / "b.tif")},
+        )
+    assert not (tmp_path / "b.tif").exists()
 
 
 def test_change_then_vectorise_and_visualise(provider, scenes, weights, tmp_path):
@@ -93,12 +117,12 @@ def test_change_then_vectorise_and_visualise(provider, scenes, weights, tmp_path
         {
             "BEFORE": str(scenes["before"]),
             "AFTER": str(scenes["after"]),
-            "MODEL": 0,
+            "MODEL": "amfnet_rgb_levir",
             "WEIGHTS": str(weights["change"]),
             "OUTPUT": str(change),
             "PROBABILITY": str(tmp_path / "p.tif"),
             "TILE": 64,
-            "PRECISION": 1,
+            "PRECISION": "fp32",
         },
     )
     with rasterio.open(change) as src:
@@ -197,7 +221,7 @@ def test_train_change_then_map_with_the_new_weights(provider, scenes, tmp_path):
     trained = _run(
         "trainchange",
         {
-            "MODEL": 0,
+            "MODEL": "amfnet_rgb_levir",
             "BEFORE": str(scenes["before"]),
             "AFTER": str(scenes["after"]),
             "LABELS": str(scenes["truth"]),
@@ -216,11 +240,11 @@ def test_train_change_then_map_with_the_new_weights(provider, scenes, tmp_path):
         {
             "BEFORE": str(scenes["before"]),
             "AFTER": str(scenes["after"]),
-            "MODEL": 0,
+            "MODEL": "amfnet_rgb_levir",
             "WEIGHTS": str(weights),
             "OUTPUT": str(tmp_path / "c.tif"),
             "TILE": 64,
-            "PRECISION": 1,
+            "PRECISION": "fp32",
         },
     )
     assert Path(mapped["OUTPUT"]).is_file()
@@ -231,7 +255,7 @@ def test_train_landcover_needs_labels(provider, scenes, tmp_path):
         _run(
             "trainlandcover",
             {
-                "MODEL": 0,
+                "MODEL": "amm_fusenet_s2_s1_hunan",
                 "S2": str(scenes["s2"]),
                 "S1": str(scenes["s1"]),
                 "OUTPUT": str(tmp_path / "run"),
@@ -247,11 +271,11 @@ def test_change_on_plain_pngs_needs_pixel_grid_mode(provider, weights, realdata,
     parameters = {
         "BEFORE": str(levir / "A" / name),
         "AFTER": str(levir / "B" / name),
-        "MODEL": 0,
+        "MODEL": "amfnet_rgb_levir",
         "WEIGHTS": str(weights["change"]),
         "OUTPUT": str(tmp_path / "c.tif"),
         "TILE": 128,
-        "PRECISION": 1,
+        "PRECISION": "fp32",
     }
     with pytest.raises(QgsProcessingException, match=r"(?i)pixel"):
         _run("changedetection", parameters)

@@ -17,9 +17,6 @@ import pytest
 from faultcases import Case, Kit, Run, cases_for, check_untouched, sha256_tree, snapshot
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from landfuse.models.registry import list_model_specs
-from landfuse.processing.alg_base import DEVICE_OPTIONS
-
 pytestmark = pytest.mark.qgis
 
 #: What a warning says in the Processing log, by code.
@@ -52,20 +49,16 @@ def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fault_weights_processing")
 
 
-def _model_index(task: str, name: str) -> int:
-    return [s.name for s in list_model_specs(task)].index(name)
-
-
 def _parameters(run: Run) -> tuple[str, dict]:
     output = run.processing_output or (run.out / f"{run.name}.tif")
     common = {
-        "MODEL": _model_index(run.task, run.model),
+        "MODEL": run.model,
         "WEIGHTS": str(run.weights),
         "OUTPUT": str(output),
         "TILE": run.tile or 0,
         "OVERLAP": -1 if run.overlap is None else run.overlap,
         "BATCH": run.batch,
-        "DEVICE": DEVICE_OPTIONS.index("cpu"),
+        "DEVICE": "cpu",
         "PIXEL_GRID": run.pixel_grid,
     }
     if run.bounds is not None:
