@@ -7,8 +7,6 @@ never reads pixels and never builds a network (DESIGN.md §2).
 
 import contextlib
 import html
-import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -19,7 +17,6 @@ from qgis.core import (
     QgsMapLayerProxyModel,
     QgsMessageLog,
     QgsProject,
-    QgsRasterLayer,
     QgsSettings,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
@@ -28,7 +25,6 @@ from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QCheckBox,
-    QComboBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -39,524 +35,24 @@ from qgis.PyQt.QtWidgets import (
     QRadioButton,
     QScrollArea,
     QSizePolicy,
-    QSpinBox,
     QTabWidget,
     QTreeWidget,
-    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from ..core.errors import LandFuseError
-from ..core.requests import ChangeRequest, LandCoverRequest, ModalityInput
-from ..models.registry import ModelSpec, list_model_specs
+from ..core.run_options import RUN_OPTIONS
+from ..core.tasks import TASKS
 from ..processing import environment, layers
-from ..processing.layer_info import RasterLayerInfo, describe_raster_layer
 from ..processing.results import RunSummary, add_result_layers, summarise
 from ..processing.task import LOG_TAG, InferenceTask, RunFailure
-from .widgets import BandMappingTable, model_card_html
+from . import project_settings
+from .layers_panel import SETTINGS_SHOW_BANDS, LayersPanel, project_raster_layers
+from .run_options import option_value, option_widget
+from .task_panel import TaskPanel, panel_class
 
-SETTINGS_SHOW_BANDS = "LandFuse/dock/show_band_details"
-PROJECT_SCOPE = "LandFuse"
-
-EMPTY_TEXT = (
-    "No raster layers in this project yet. Add a Sentinel-2, Sentinel-1 or DEM raster, or a "
-    "before/after pair (Layer ▸ Add Layer ▸ Add Raster Layer)."
-)
-
-LANDCOVER_SLOTS = (
-    ("s2", "Sentinel-2", False, "Multispectral Sentinel-2 image (the 13 bands the model needs)."),
-    ("s1", "Sentinel-1", True, "Backscatter VV and VH (dB); choose one for S2 + S1 models."),
-    ("dem", "Elevation (DEM)", True, "Elevation in metres; choose one for S2 + DEM models."),
-)
-DEVICE_VALUES = ("auto", "cpu", "cuda", "mps")
-PRECISION_VALUES = ("auto", "fp32", "bf16", "fp16")
-PRECISION_LABELS = (
-    "Automatic (bf16/fp16 where supported)",
-    "fp32 (exact)",
-    "bf16",
-    "fp16 (GPU only)",
-)
-NORMALISATION_VALUES = ("auto", "minmax_per_tile", "fixed_bounds", "scale", "fixed_stats")
-NORMALISATION_LABELS = (
-    "From the weights / model (recommended)",
-    "Per-tile min-max (reference)",
-    "Fixed bounds",
-    "Scale (e.g. /255)",
-    "Fixed per-band statistics",
-)
-
-
-# --------------------------------------------------------------------------------------------
-# Layers tab: what matters about each raster before a run
-# --------------------------------------------------------------------------------------------
-def _format_extent(info: RasterLayerInfo) -> str:
-    xmin, ymin, xmax, ymax = info.extent
-    return f"{xmin:.6g}, {ymin:.6g} : {xmax:.6g}, {ymax:.6g}"
-
-
-def _format_resolution(info: RasterLayerInfo) -> str:
-    rx, ry = info.resolution
-    unit = info.resolution_unit
-    if abs(rx - ry) <= 1e-9 * max(abs(rx), abs(ry), 1.0):
-        return f"{rx:.6g} {unit}"
-    return f"{rx:.6g} × {ry:.6g} {unit}"
-
-
-def layer_rows(info: RasterLayerInfo) -> List[Tuple[str, str]]:
-    """The (property, value) rows shown under a layer, in display order."""
-    if info.has_crs:
-        crs = f"{info.crs_authid} – {info.crs_description}"
-    else:
-        crs = "none (not georeferenced)"
-    return [
-        ("Bands", str(info.band_count)),
-        ("Data type", info.data_types),
-        ("CRS", crs),
-        ("Resolution", _format_resolution(info)),
-        ("Size", f"{info.width} × {info.height} px"),
-        ("Extent", _format_extent(info)),
-        ("Nodata", info.nodata_summary),
-        ("Source", info.source),
-    ]
-
-
-def layer_summary(info: RasterLayerInfo) -> str:
-    """One line for the layer's own row, e.g. "13 bands · UInt16 · EPSG:32631 · 10 m"."""
-    crs = info.crs_authid or ("custom CRS" if info.has_crs else "no CRS")
-    plural = "band" if info.band_count == 1 else "bands"
-    return f"{info.band_count} {plural} · {info.data_types} · {crs} · {_format_resolution(info)}"
-
-
-def project_raster_layers() -> List[QgsRasterLayer]:
-    """The valid raster layers of the project, sorted by name."""
-    found = [
-        layer
-        for layer in QgsProject.instance().mapLayers().values()
-        if isinstance(layer, QgsRasterLayer) and layer.isValid()
-    ]
-    return sorted(found, key=lambda layer: layer.name().lower())
-
-
-class LayersPanel(QWidget):
-    """The project's raster layers with bands, type, CRS, resolution, extent and nodata."""
-
-    def __init__(self, parent: QWidget = None) -> None:
-        super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.show_bands = QCheckBox("Show every band", self)
-        self.show_bands.setToolTip(
-            "List each band with its description, data type and nodata value "
-            "(band descriptions such as B04 or VV are used to match bands to a model)."
-        )
-        self.show_bands.setChecked(QgsSettings().value(SETTINGS_SHOW_BANDS, True, type=bool))
-        self.show_bands.toggled.connect(self._on_show_bands_toggled)
-        layout.addWidget(self.show_bands)
-        self.tree = QTreeWidget(self)
-        self.tree.setObjectName("LandFuseLayerTree")
-        self.tree.setColumnCount(2)
-        self.tree.setHeaderLabels(["Layer", "Details"])
-        self.tree.setAlternatingRowColors(True)
-        self.tree.setUniformRowHeights(True)
-        layout.addWidget(self.tree, 1)
-        self.empty_label = QLabel(EMPTY_TEXT, self)
-        self.empty_label.setWordWrap(True)
-        self.empty_label.setObjectName("LandFuseEmptyLabel")
-        self.empty_label.setAlignment(Qt.AlignTop | Qt.AlignLeft)
-        layout.addWidget(self.empty_label, 1)
-
-    def _on_show_bands_toggled(self, checked: bool) -> None:
-        QgsSettings().setValue(SETTINGS_SHOW_BANDS, bool(checked))
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Rebuild the list from the project's current raster layers."""
-        expanded = {
-            self.tree.topLevelItem(i).data(0, Qt.UserRole)
-            for i in range(self.tree.topLevelItemCount())
-            if self.tree.topLevelItem(i).isExpanded()
-        }
-        self.tree.clear()
-        rasters = project_raster_layers()
-        for layer in rasters:
-            info = describe_raster_layer(layer)
-            item = QTreeWidgetItem([info.name, layer_summary(info)])
-            item.setData(0, Qt.UserRole, info.layer_id)
-            item.setToolTip(0, info.source)
-            item.setToolTip(1, layer_summary(info))
-            for key, value in layer_rows(info):
-                child = QTreeWidgetItem([key, value])
-                child.setToolTip(1, value)
-                item.addChild(child)
-                if key == "Bands" and self.show_bands.isChecked():
-                    for band in info.bands:
-                        nodata = "none" if band.nodata is None else f"{band.nodata:g}"
-                        description = band.description or "(no description)"
-                        child.addChild(
-                            QTreeWidgetItem(
-                                [
-                                    f"Band {band.index}",
-                                    f"{description} · {band.data_type} · nodata {nodata}",
-                                ]
-                            )
-                        )
-            self.tree.addTopLevelItem(item)
-            item.setExpanded(info.layer_id in expanded or len(rasters) == 1)
-            if item.isExpanded() and item.childCount():
-                item.child(0).setExpanded(True)
-        self.tree.resizeColumnToContents(0)
-        self.empty_label.setVisible(not rasters)
-        self.tree.setVisible(bool(rasters))
-
-
-# --------------------------------------------------------------------------------------------
-# Task panels
-# --------------------------------------------------------------------------------------------
-def _raster_combo(parent: QWidget, allow_empty: bool) -> QgsMapLayerComboBox:
-    combo = QgsMapLayerComboBox(parent)
-    combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-    combo.setAllowEmptyLayer(allow_empty)
-    if allow_empty:
-        combo.setLayer(None)
-    return combo
-
-
-class _TaskPanel(QWidget):
-    """Shared part of the two task panels: model picker, weights, model card, band mapping."""
-
-    task = ""
-
-    def __init__(self, parent: QWidget = None) -> None:
-        super().__init__(parent)
-        self.form = QFormLayout(self)
-        self.form.setContentsMargins(0, 0, 0, 0)
-        self.form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
-        self.model_combo = QComboBox(self)
-        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.model_combo.setMinimumContentsLength(18)
-        self.model_combo.setToolTip(
-            "Models from the LandFuse registry that take the inputs chosen above."
-        )
-        self.weights = QgsFileWidget(self)
-        self.weights.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-        self.weights.setFilter("Weights (*.pt *.pth *.ckpt *.tar);;All files (*)")
-        self.weights.setDialogTitle("Choose a weights file")
-        self.weights.setToolTip(
-            "A LandFuse weights file (.pt with its .json sidecar), or a published reference "
-            "checkpoint of the chosen model."
-        )
-        self.card = QLabel(self)
-        self.card.setWordWrap(True)
-        self.card.setTextFormat(Qt.RichText)
-        self.card.setObjectName("LandFuseModelCard")
-        self.card.setStyleSheet("QLabel { background: palette(base); padding: 4px; }")
-        self.mapping_box = QgsCollapsibleGroupBox("Band mapping", self)
-        self.mapping_box.setObjectName(f"LandFuseBandMapping_{self.task}")
-        self.mapping_box.setToolTip(
-            "Which band of each layer feeds each band the model expects; filled from the band "
-            "descriptions and editable."
-        )
-        self.mapping_layout = QVBoxLayout(self.mapping_box)
-        self.problem = QLabel(self)
-        self.problem.setWordWrap(True)
-        self.problem.setObjectName("LandFuseProblem")
-        self.problem.setStyleSheet("QLabel { color: #b00020; }")
-        self.tables: Dict[str, BandMappingTable] = {}
-        self.weights.fileChanged.connect(self.update_card)
-        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
-
-    # the model list -------------------------------------------------------------------------
-    def candidate_specs(self) -> List[ModelSpec]:
-        raise NotImplementedError
-
-    def current_spec(self) -> Optional[ModelSpec]:
-        name = self.model_combo.currentData()
-        for spec in list_model_specs(self.task):
-            if spec.name == name:
-                return spec
-        return None
-
-    def refresh_models(self) -> None:
-        """Show only the models whose inputs are chosen; keep the current one if it fits."""
-        current = self.model_combo.currentData()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for spec in self.candidate_specs():
-            self.model_combo.addItem(spec.title, spec.name)
-            self.model_combo.setItemData(
-                self.model_combo.count() - 1, spec.weights_note, Qt.ToolTipRole
-            )
-        index = self.model_combo.findData(current)
-        self.model_combo.setCurrentIndex(index if index >= 0 else 0)
-        self.model_combo.blockSignals(False)
-        self._on_model_changed()
-
-    def _on_model_changed(self, *_args) -> None:
-        self.update_card()
-        self.refresh_mapping()
-
-    def update_card(self, *_args) -> None:
-        spec = self.current_spec()
-        if spec is None:
-            self.card.setText(f"<i>{html.escape(self.no_model_text())}</i>")
-            return
-        self.card.setText(model_card_html(spec, weights_summary(self.weights.filePath())))
-
-    def no_model_text(self) -> str:
-        """Why the model list is empty."""
-        return "No model in the registry takes the chosen inputs."
-
-    # band mapping ---------------------------------------------------------------------------
-    def layer_for_modality(self, key: str) -> Optional[QgsRasterLayer]:
-        raise NotImplementedError
-
-    def refresh_mapping(self) -> None:
-        for table in self.tables.values():
-            table.setParent(None)
-            table.deleteLater()
-        self.tables = {}
-        while self.mapping_layout.count():
-            item = self.mapping_layout.takeAt(0)
-            widget = item.widget()
-            if widget is not None:
-                widget.hide()  # deleteLater() keeps it painted until the event loop runs
-                widget.setParent(None)
-                widget.deleteLater()
-        spec = self.current_spec()
-        if spec is not None:
-            for modality in spec.modalities:
-                layer = self.layer_for_modality(modality.key)
-                title = QLabel(f"<b>{html.escape(modality.title)}</b>", self.mapping_box)
-                self.mapping_layout.addWidget(title)
-                table = BandMappingTable(self.mapping_box)
-                table.setObjectName(f"LandFuseBands_{modality.key}")
-                table.set_bands(
-                    [b.name for b in modality.bands],
-                    [f"{b.description} ({b.unit})" for b in modality.bands],
-                    layers.band_descriptions(layer) if layer is not None else None,
-                )
-                table.changed.connect(self.check)
-                self.mapping_layout.addWidget(table)
-                self.tables[modality.key] = table
-                # A collapsed QgsCollapsibleGroupBox hides its children only when it collapses.
-                title.setVisible(not self.mapping_box.isCollapsed())
-                table.setVisible(not self.mapping_box.isCollapsed())
-        self.check()
-
-    def mapping_summary(self) -> str:
-        """The band-mapping box title: how many model bands are matched."""
-        total = matched = 0
-        for table in self.tables.values():
-            mapping = table.mapping()
-            total += len(mapping.model_bands)
-            matched += sum(1 for i in mapping.raster_bands if i is not None)
-        if not total:
-            return "Band mapping"
-        if matched == total:
-            return f"Band mapping: all {total} model bands matched"
-        return f"Band mapping: {total - matched} of {total} model bands not matched"
-
-    def problems(self) -> List[str]:
-        """What stops a run with the current choices (shown before the run, not after it)."""
-        spec = self.current_spec()
-        if spec is None:
-            return [self.no_model_text()]
-        found = []
-        for modality in spec.modalities:
-            layer = self.layer_for_modality(modality.key)
-            if layer is None:
-                found.append(f"Choose a layer for {modality.title}.")
-                continue
-            table = self.tables.get(modality.key)
-            if table is not None:
-                problem = table.mapping().problem(layer.bandCount())
-                if problem:
-                    found.append(f"{layer.name()}: {problem}")
-        if not self.weights.filePath():
-            found.append(
-                "Choose a weights file: no model weights are bundled or downloaded "
-                "(train one with LandFuse ▸ Train, or use a published checkpoint)."
-            )
-        elif not os.path.isfile(self.weights.filePath()):
-            found.append(f"The weights file does not exist: {self.weights.filePath()}")
-        return found
-
-    def check(self, *_args) -> List[str]:
-        self.mapping_box.setTitle(self.mapping_summary())
-        found = self.problems()
-        self.problem.setText("<br>".join(html.escape(p) for p in found))
-        self.problem.setVisible(bool(found))
-        return found
-
-    def mapped_bands(self, key: str) -> Tuple[int, ...]:
-        mapping = self.tables[key].mapping()
-        return tuple(int(i) for i in mapping.raster_bands if i is not None)
-
-
-def _training_note(training: dict) -> str:
-    """The one line a weights file gives about where it comes from."""
-    demo = training.get("demo")
-    if isinstance(demo, dict) and demo.get("demo_weights"):
-        return "DEMO weights trained on synthetic scenes only: not for real imagery"
-    for key in ("note", "data", "source"):
-        value = training.get(key)
-        if isinstance(value, dict):
-            value = value.get("description")
-        if isinstance(value, str) and value:
-            return value
-    return ""
-
-
-def weights_summary(path: str) -> str:
-    """One line about a weights file from its JSON sidecar (no torch import)."""
-    if not path:
-        return ""
-    side = Path(path + ".json")
-    if not os.path.isfile(path):
-        return f"file not found: {path}"
-    if not side.is_file():
-        return f"{Path(path).name} (no sidecar: a published checkpoint is assumed)"
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8")).get("metadata", {})
-    except (OSError, ValueError):
-        return f"{Path(path).name} (sidecar unreadable)"
-    training = meta.get("training") or {}
-    note = _training_note(training)
-    encoder = (meta.get("config") or {}).get("encoder")
-    text = f"{Path(path).name}: {meta.get('model_name', '?')}"
-    if encoder:
-        text += f" ({encoder} encoder)"
-    return f"{text}; {note}" if note else text
-
-
-class LandCoverPanel(_TaskPanel):
-    """Sentinel-2 (+ optional Sentinel-1, DEM) layers and a land-cover model."""
-
-    task = "landcover"
-
-    def __init__(self, parent: QWidget = None) -> None:
-        super().__init__(parent)
-        self.layer_combos: Dict[str, QgsMapLayerComboBox] = {}
-        for key, label, optional, tip in LANDCOVER_SLOTS:
-            combo = _raster_combo(self, optional)
-            combo.setObjectName(f"LandFuseLayer_{key}")
-            combo.setToolTip(tip)
-            combo.layerChanged.connect(self._on_layers_changed)
-            self.layer_combos[key] = combo
-            self.form.addRow(f"{label}{' (optional)' if optional else ''}", combo)
-        self.form.addRow("Model", self.model_combo)
-        self.form.addRow("Weights", self.weights)
-        self.form.addRow(self.card)
-        self.form.addRow(self.mapping_box)
-        self.form.addRow(self.problem)
-        self.mapping_box.setCollapsed(True)
-        self.refresh_models()
-
-    def no_model_text(self) -> str:
-        if self.layer_combos["s2"].currentLayer() is None:
-            return (
-                "Choose a Sentinel-2 layer (and Sentinel-1 and/or a DEM): the models that take "
-                "them are then listed."
-            )
-        return "No model takes these inputs: add Sentinel-1 or a DEM."
-
-    def chosen_modalities(self) -> List[str]:
-        return [key for key, combo in self.layer_combos.items() if combo.currentLayer() is not None]
-
-    def candidate_specs(self) -> List[ModelSpec]:
-        chosen = set(self.chosen_modalities())
-        return [
-            spec
-            for spec in list_model_specs("landcover")
-            if {m.key for m in spec.modalities} <= chosen
-        ]
-
-    def layer_for_modality(self, key: str) -> Optional[QgsRasterLayer]:
-        combo = self.layer_combos.get(key)
-        return combo.currentLayer() if combo is not None else None
-
-    def _on_layers_changed(self, *_args) -> None:
-        self.refresh_models()
-
-    def build_request(self, common: dict) -> LandCoverRequest:
-        spec = self.current_spec()
-        inputs = tuple(
-            ModalityInput(
-                m.key,
-                (layers.raster_source(self.layer_for_modality(m.key), self.mapped_bands(m.key)),),
-            )
-            for m in spec.modalities
-        )
-        return LandCoverRequest(
-            inputs=inputs, model=spec.name, weights=self.weights.filePath(), **common
-        )
-
-    def reference_layer(self) -> Optional[QgsRasterLayer]:
-        return self.layer_for_modality("s2")
-
-
-class ChangePanel(_TaskPanel):
-    """A before and an after layer and a change-detection model."""
-
-    task = "change"
-
-    def __init__(self, parent: QWidget = None) -> None:
-        super().__init__(parent)
-        self.before = _raster_combo(self, False)
-        self.before.setObjectName("LandFuseLayer_before")
-        self.before.setToolTip(
-            "The earlier image. AMFNet is not symmetric: keep the dates in order."
-        )
-        self.after = _raster_combo(self, False)
-        self.after.setObjectName("LandFuseLayer_after")
-        self.after.setToolTip("The later image, with the same bands as the earlier one.")
-        self.before.layerChanged.connect(self._on_model_changed)
-        self.after.layerChanged.connect(self._on_model_changed)
-        self.form.addRow("Before", self.before)
-        self.form.addRow("After", self.after)
-        self.form.addRow("Model", self.model_combo)
-        self.form.addRow("Weights", self.weights)
-        self.form.addRow(self.card)
-        self.form.addRow(self.mapping_box)
-        self.form.addRow(self.problem)
-        self.mapping_box.setCollapsed(True)
-        self.refresh_models()
-
-    def candidate_specs(self) -> List[ModelSpec]:
-        return list(list_model_specs("change"))
-
-    def layer_for_modality(self, key: str) -> Optional[QgsRasterLayer]:
-        return self.before.currentLayer()
-
-    def problems(self) -> List[str]:
-        found = super().problems()
-        before, after = self.before.currentLayer(), self.after.currentLayer()
-        if after is None:
-            found.insert(0, "Choose the 'after' layer.")
-        elif before is not None:
-            if before.id() == after.id():
-                found.insert(0, "Before and after are the same layer: choose two dates.")
-            elif before.bandCount() != after.bandCount():
-                found.append(
-                    f"'{before.name()}' has {before.bandCount()} bands and '{after.name()}' has "
-                    f"{after.bandCount()}: both dates need the same bands."
-                )
-        return found
-
-    def build_request(self, common: dict) -> ChangeRequest:
-        spec = self.current_spec()
-        bands = self.mapped_bands(spec.modalities[0].key)
-        return ChangeRequest(
-            before=(layers.raster_source(self.before.currentLayer(), bands),),
-            after=(layers.raster_source(self.after.currentLayer(), bands),),
-            model=spec.name,
-            weights=self.weights.filePath(),
-            **common,
-        )
-
-    def reference_layer(self) -> Optional[QgsRasterLayer]:
-        return self.before.currentLayer()
+__all__ = ["SETTINGS_SHOW_BANDS", "LandFuseDock"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -604,11 +100,12 @@ class LandFuseDock(QgsDockWidget):
         outer.addWidget(self.torch_banner)
 
         self.tabs = QTabWidget(body)
-        self.landcover = LandCoverPanel(self.tabs)
-        self.change = ChangePanel(self.tabs)
+        self.panels: List[TaskPanel] = [panel_class(t.name)(self.tabs) for t in TASKS]
+        for panel in self.panels:
+            setattr(self, panel.task_name, panel)  # dock.landcover, dock.change
         self.layers_panel = LayersPanel(self.tabs)
-        self.tabs.addTab(_scrolled(self.landcover), "Land cover")
-        self.tabs.addTab(_scrolled(self.change), "Change detection")
+        for panel in self.panels:
+            self.tabs.addTab(_scrolled(panel), panel.task.title)
         self.tabs.addTab(self.layers_panel, "Layers")
         self.tabs.currentChanged.connect(self._update_run_button)
         outer.addWidget(self.tabs, 1)
@@ -681,33 +178,11 @@ class LandFuseDock(QgsDockWidget):
         box = QgsCollapsibleGroupBox("Advanced", parent)
         box.setObjectName("LandFuseAdvanced")
         form = QFormLayout(box)
-        self.tile = QSpinBox(box)
-        self.tile.setRange(0, 4096)
-        self.tile.setSingleStep(32)
-        self.tile.setSpecialValueText("model default")
-        self.tile.setToolTip("Tile edge in pixels (a multiple of the model's output stride).")
-        self.overlap = QSpinBox(box)
-        self.overlap.setRange(-1, 2048)
-        self.overlap.setSpecialValueText("automatic (1/8 of the tile)")
-        self.overlap.setValue(-1)
-        self.overlap.setToolTip("Overlap between neighbouring tiles; blended to avoid seams.")
-        self.batch = QSpinBox(box)
-        self.batch.setRange(1, 256)
-        self.batch.setValue(4)
-        self.batch.setToolTip("Tiles per forward pass; halved automatically on GPU out-of-memory.")
-        self.device = QComboBox(box)
-        for value, label in zip(
-            DEVICE_VALUES, ("Automatic (best present)", "CPU", "CUDA", "Apple MPS")
-        ):
-            self.device.addItem(label, value)
-        self.precision = QComboBox(box)
-        for value, label in zip(PRECISION_VALUES, PRECISION_LABELS):
-            self.precision.addItem(label, value)
-        self.normalisation = QComboBox(box)
-        for value, label in zip(NORMALISATION_VALUES, NORMALISATION_LABELS):
-            self.normalisation.addItem(label, value)
-        self.want_confidence = QCheckBox("Confidence / change probability layer", box)
-        self.want_confidence.setChecked(True)
+        self.option_widgets = {}
+        for option in RUN_OPTIONS:
+            widget = option_widget(option, box)
+            self.option_widgets[option.name] = widget
+            setattr(self, option.name, widget)  # dock.tile, dock.device... (tests, scripts)
         self.pixel_grid = QCheckBox("Inputs are plain images without georeferencing", box)
         self.pixel_grid.setToolTip(
             "Pixel-grid mode for images such as LEVIR-CD PNGs: all inputs must have the same "
@@ -731,13 +206,8 @@ class LandFuseDock(QgsDockWidget):
             QgsSettings().value(environment.SETTINGS_WORKER_PYTHON, "", type=str)
         )
         self.worker_python.fileChanged.connect(self._on_worker_python_changed)
-        form.addRow("Tile (px)", self.tile)
-        form.addRow("Overlap (px)", self.overlap)
-        form.addRow("Batch", self.batch)
-        form.addRow("Device", self.device)
-        form.addRow("Precision", self.precision)
-        form.addRow("Normalisation", self.normalisation)
-        form.addRow(self.want_confidence)
+        for option in RUN_OPTIONS:
+            form.addRow(option.label, self.option_widgets[option.name])
         form.addRow(self.pixel_grid)
         form.addRow("Output folder", self.output_dir)
         form.addRow(self.output_hint)
@@ -747,7 +217,7 @@ class LandFuseDock(QgsDockWidget):
         return box
 
     def _wire_checks(self) -> None:
-        for panel in (self.landcover, self.change):
+        for panel in self.panels:
             panel.weights.fileChanged.connect(panel.check)
             panel.model_combo.currentIndexChanged.connect(self._update_run_button)
         self._update_run_button()
@@ -802,8 +272,8 @@ class LandFuseDock(QgsDockWidget):
             self._renamed_layers.append(layer)
         self.layers_panel.refresh()
         if hasattr(self, "run_button"):
-            self.landcover.refresh_models()
-            self.change.refresh_mapping()
+            for panel in self.panels:
+                panel.refresh_layers()
             self._update_run_button()
 
     def _on_area_changed(self, *_args) -> None:
@@ -819,11 +289,11 @@ class LandFuseDock(QgsDockWidget):
         folder = self.output_dir.filePath() or str(layers.output_folder_default())
         self.output_hint.setText(f"Outputs go to {folder}")
 
-    def current_panel(self) -> Optional[_TaskPanel]:
+    def current_panel(self) -> Optional[TaskPanel]:
         widget = self.tabs.currentWidget()
         if isinstance(widget, QScrollArea):
             widget = widget.widget()
-        return widget if isinstance(widget, _TaskPanel) else None
+        return widget if isinstance(widget, TaskPanel) else None
 
     def show_panel(self, panel: QWidget) -> None:
         """Bring the tab holding ``panel`` to the front."""
@@ -907,117 +377,34 @@ class LandFuseDock(QgsDockWidget):
             self.torch_banner.show()
 
     # -- project settings ---------------------------------------------------------------------
-    def _project_widgets(self) -> Dict[str, Tuple[Callable[[], str], Callable[[str], None]]]:
-        def layer_pair(combo):
-            return (
-                lambda: combo.currentLayer().id() if combo.currentLayer() else "",
-                lambda value: combo.setLayer(
-                    QgsProject.instance().mapLayer(value) if value else None
-                ),
-            )
-
-        def combo_pair(combo):
-            return (
-                lambda: str(combo.currentData()),
-                lambda value: combo.setCurrentIndex(max(0, combo.findData(value))),
-            )
-
-        def file_pair(widget):
-            return (widget.filePath, widget.setFilePath)
-
-        def spin_pair(spin):
-            return (lambda: str(spin.value()), lambda value: spin.setValue(int(value)))
-
-        pairs = {f"landcover/{k}": layer_pair(c) for k, c in self.landcover.layer_combos.items()}
-        pairs.update(
-            {
-                "landcover/model": combo_pair(self.landcover.model_combo),
-                "landcover/weights": file_pair(self.landcover.weights),
-                "change/before": layer_pair(self.change.before),
-                "change/after": layer_pair(self.change.after),
-                "change/model": combo_pair(self.change.model_combo),
-                "change/weights": file_pair(self.change.weights),
-                "area/polygons": layer_pair(self.polygon_layer),
-                "advanced/tile": spin_pair(self.tile),
-                "advanced/overlap": spin_pair(self.overlap),
-                "advanced/batch": spin_pair(self.batch),
-                "advanced/device": combo_pair(self.device),
-                "advanced/precision": combo_pair(self.precision),
-                "advanced/normalisation": combo_pair(self.normalisation),
-                "advanced/output_dir": file_pair(self.output_dir),
-                "tab": (
-                    lambda: str(self.tabs.currentIndex()),
-                    lambda v: self.tabs.setCurrentIndex(int(v)),
-                ),
-                "area/mode": (
-                    lambda: str(self.area_group.checkedId()),
-                    lambda v: self.area_group.button(int(v)).setChecked(True),
-                ),
-                "area/selected_only": (
-                    lambda: "1" if self.selected_only.isChecked() else "0",
-                    lambda v: self.selected_only.setChecked(v == "1"),
-                ),
-                "advanced/confidence": (
-                    lambda: "1" if self.want_confidence.isChecked() else "0",
-                    lambda v: self.want_confidence.setChecked(v == "1"),
-                ),
-                "advanced/pixel_grid": (
-                    lambda: "1" if self.pixel_grid.isChecked() else "0",
-                    lambda v: self.pixel_grid.setChecked(v == "1"),
-                ),
-            }
-        )
-        return pairs
-
     def save_project_settings(self) -> None:
         """Remember the dock's choices in the project (saved with the .qgz)."""
-        project = QgsProject.instance()
-        for key, (getter, _setter) in self._project_widgets().items():
-            project.writeEntry(PROJECT_SCOPE, key, getter())
+        project_settings.save(self)
 
     def restore_project_settings(self) -> None:
         """Restore the choices saved in the project, if any."""
-        project = QgsProject.instance()
-        order = sorted(self._project_widgets().items(), key=lambda kv: kv[0].endswith("/model"))
-        for key, (_getter, setter) in order:  # layers first, so the model lists are filled
-            value, found = project.readEntry(PROJECT_SCOPE, key, "")
-            if found and value != "":
-                with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    setter(value)
+        project_settings.restore(self)
 
     def _on_project_read(self, *_args) -> None:
         self._on_layers_changed()
         self.restore_project_settings()
 
     @staticmethod
-    def problem_label_hidden(panel: "_TaskPanel") -> bool:
+    def problem_label_hidden(panel: TaskPanel) -> bool:
         """Whether the panel's problem text is hidden (nothing stops a run)."""
         return panel.problem.isHidden()
 
     # -- run ----------------------------------------------------------------------------------
     def common_options(self) -> dict:
-        """The request fields both tasks share, read from the Area and Advanced widgets."""
-        panel = self.current_panel()
+        """The request fields every task shares, read from the Area and Advanced widgets."""
         folder = self.output_dir.filePath() or str(layers.output_folder_default())
         options = {
-            "output_dir": folder,
-            "tile": self.tile.value() or None,
-            "overlap": None if self.overlap.value() < 0 else self.overlap.value(),
-            "batch": self.batch.value(),
-            "device": self.device.currentData(),
-            "precision": self.precision.currentData(),
-            "normalisation": self.normalisation.currentData(),
-            "pixel_grid": self.pixel_grid.isChecked(),
-            "name": None,
+            option.name: option_value(option, self.option_widgets[option.name])
+            for option in RUN_OPTIONS
         }
-        if panel is self.landcover:
-            options["outputs"] = (
-                ("classes", "confidence") if self.want_confidence.isChecked() else ("classes",)
-            )
-        else:
-            options["outputs"] = (
-                ("change", "probability") if self.want_confidence.isChecked() else ("change",)
-            )
+        options.update(
+            {"output_dir": folder, "pixel_grid": self.pixel_grid.isChecked(), "name": None}
+        )
         if self.area_extent.isChecked():
             canvas = self.iface.mapCanvas() if self.iface is not None else None
             if canvas is None:
@@ -1036,7 +423,7 @@ class LandFuseDock(QgsDockWidget):
         """The frozen request for the current tab (raises LandFuseError with what to fix)."""
         panel = self.current_panel()
         if panel is None:
-            raise layers.LayerSourceError("Choose the Land cover or Change detection tab to run.")
+            raise layers.LayerSourceError("Choose the tab of a task (not Layers) to run.")
         problems = panel.check()
         if problems:
             raise layers.LayerSourceError(" ".join(problems))

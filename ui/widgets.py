@@ -1,7 +1,7 @@
 """Small widgets of the dock: the band mapping table and the model card."""
 
 import html
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
@@ -31,6 +31,7 @@ class BandMappingTable(QTableWidget):
         model_bands: Sequence[str],
         band_tips: Sequence[str],
         layer_descriptions: Optional[Sequence[str]],
+        sensor: Any = None,
     ) -> BandMapping:
         """Show the model's bands and pre-select the layer's matching bands.
 
@@ -38,13 +39,14 @@ class BandMappingTable(QTableWidget):
             model_bands: the model's band names for this modality.
             band_tips: a tooltip per model band (its description and unit).
             layer_descriptions: the layer's band descriptions, or None without a layer.
+            sensor: the modality's sensor (its band aliases match descriptions), or None.
 
         Returns:
             The suggested mapping.
         """
         self.blockSignals(True)
         descriptions = list(layer_descriptions or [])
-        mapping = suggest_band_mapping(descriptions, model_bands)
+        mapping = suggest_band_mapping(descriptions, model_bands, sensor)
         self._model_bands = tuple(model_bands)
         self._band_count = len(descriptions)
         self.setRowCount(len(model_bands))

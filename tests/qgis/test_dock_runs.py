@@ -10,6 +10,7 @@ import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
 
 from landfuse.core.requests import ChangeRequest, LandCoverRequest
+from landfuse.models.registry import list_model_specs
 from landfuse.processing import environment
 from landfuse.processing.task import InferenceTask, wait_for
 from landfuse.ui.dock import LandFuseDock
@@ -49,9 +50,18 @@ def test_request_from_widgets(dock, scenes, weights, tmp_path):
     panel.layer_combos["s2"].setLayer(s2)
     panel.layer_combos["s1"].setLayer(s1)
     models = [panel.model_combo.itemData(i) for i in range(panel.model_combo.count())]
-    assert models == ["amm_fusenet_s2_s1_hunan", "amm_fusenet_s2_s1_dfc20"]  # S2 + S1 ones only
+    assert models == [s.name for s in list_model_specs("landcover")]  # every land-cover model
     assert any("Choose a weights file" in p for p in panel.problems())
+    # Weights of another model are a problem before the run; the file's own model has none.
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("amm_fusenet_s2_s1_dem"))
+    assert not panel.layer_combos["dem"].isHidden() and not panel.layer_combos["s1"].isHidden()
     panel.weights.setFilePath(str(weights["landcover"]))
+    assert panel.model_combo.currentData() == "amm_fusenet_s2_s1_hunan"  # the sidecar's model
+    assert panel.layer_combos["dem"].isHidden()
+    assert panel.problems() == []
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("amm_fusenet_s2_s1_dem"))
+    assert any("holds weights for 'amm_fusenet_s2_s1_hunan'" in p for p in panel.problems())
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("amm_fusenet_s2_s1_hunan"))
     assert panel.problems() == []
     assert panel.tables["s2"].mapping().raster_bands == tuple(range(1, 14))
     dock.output_dir.setFilePath(str(tmp_path))

@@ -1,0 +1,451 @@
+"""A task's panel in the dock: model, weights, one layer per input slot, outputs, band mapping.
+
+One :class:`TaskPanel` serves every task (:mod:`landfuse.core.tasks`): its model list is the
+registry's models of the task, and the layer pickers are the task's input slots for the chosen
+model (``s2``/``s1``/``dem``, ``rgbir``/``dsm``, ``before``/``after``...), so a model added to
+the registry appears here with its own inputs. Choosing a weights file selects the model its
+sidecar names and shows the file's own bands and classes; weights of another model are a
+problem shown before the run. The panel never reads pixels.
+"""
+
+import html
+import os
+from dataclasses import replace
+from typing import Dict, List, Optional, Tuple
+
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.tasks import InputSlot, Task, get_task
+from ..models.registry import ModelSpec, list_model_specs
+from ..models.sensors import sensor_of
+from ..models.weights_info import WeightsInfo, mismatch_message, peek_weights, weights_summary
+from ..processing import layers
+from .run_options import option_value, option_widget
+from .widgets import BandMappingTable, model_card_html
+
+__all__ = ["ChangePanel", "LandCoverPanel", "TaskPanel", "panel_class"]
+
+
+def _raster_combo(parent: QWidget) -> QgsMapLayerComboBox:
+    combo = QgsMapLayerComboBox(parent)
+    combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+    combo.setAllowEmptyLayer(True)
+    combo.setLayer(None)
+    return combo
+
+
+def _project_rasters() -> List[QgsRasterLayer]:
+    found = [
+        layer
+        for layer in QgsProject.instance().mapLayers().values()
+        if isinstance(layer, QgsRasterLayer) and layer.isValid()
+    ]
+    return sorted(found, key=lambda layer: layer.name().lower())
+
+
+class TaskPanel(QWidget):
+    """The panel of one task; subclasses only name the task."""
+
+    task_name = ""
+
+    def __init__(self, parent: QWidget = None) -> None:
+        super().__init__(parent)
+        self.task: Task = get_task(self.task_name)
+        self.form = QFormLayout(self)
+        self.form.setContentsMargins(0, 0, 0, 0)
+        self.form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        self.model_combo = QComboBox(self)
+        self.model_combo.setObjectName(f"LandFuseModel_{self.task_name}")
+        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(18)
+        self.model_combo.setToolTip(
+            f"The {self.task.noun} models of the LandFuse registry; a weights file selects its "
+            "own model."
+        )
+        self.weights = QgsFileWidget(self)
+        self.weights.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.weights.setFilter("Weights (*.pt *.pth *.ckpt *.tar);;All files (*)")
+        self.weights.setDialogTitle("Choose a weights file")
+        self.weights.setToolTip(
+            "A LandFuse weights file (.pt with its .json sidecar, which names its model), or a "
+            "published reference checkpoint of the chosen model."
+        )
+        self.card = QLabel(self)
+        self.card.setWordWrap(True)
+        self.card.setTextFormat(Qt.RichText)
+        self.card.setObjectName("LandFuseModelCard")
+        self.card.setStyleSheet("QLabel { background: palette(base); padding: 4px; }")
+        self.slots_box = QWidget(self)
+        self.slots_grid = QGridLayout(self.slots_box)
+        self.slots_grid.setContentsMargins(0, 0, 0, 0)
+        self.slots_grid.setColumnStretch(1, 1)
+        self.layer_combos: Dict[str, QgsMapLayerComboBox] = {}
+        self._slot_labels: Dict[str, QLabel] = {}
+        self.option_widgets = {
+            option.name: option_widget(option, self) for option in self.task.options
+        }
+        self.product_boxes: Dict[str, QCheckBox] = {}
+        outputs = QWidget(self)
+        row = QHBoxLayout(outputs)
+        row.setContentsMargins(0, 0, 0, 0)
+        for product in self.task.products:
+            if product.main:
+                continue
+            box = QCheckBox(product.title, outputs)
+            box.setObjectName(f"LandFuseProduct_{product.key}")
+            box.setToolTip(product.help)
+            box.setChecked(True)
+            row.addWidget(box)
+            self.product_boxes[product.key] = box
+        row.addStretch(1)
+        self.mapping_box = QgsCollapsibleGroupBox("Band mapping", self)
+        self.mapping_box.setObjectName(f"LandFuseBandMapping_{self.task_name}")
+        self.mapping_box.setToolTip(
+            "Which band of each layer feeds each band the model expects; filled from the band "
+            "descriptions and editable."
+        )
+        self.mapping_layout = QVBoxLayout(self.mapping_box)
+        self.mapping_box.collapsedStateChanged.connect(self._show_mapping)
+        self.problem = QLabel(self)
+        self.problem.setWordWrap(True)
+        self.problem.setObjectName("LandFuseProblem")
+        self.problem.setStyleSheet("QLabel { color: #b00020; }")
+        self.tables: Dict[str, BandMappingTable] = {}
+
+        self.form.addRow("Model", self.model_combo)
+        self.form.addRow("Weights", self.weights)
+        self.form.addRow(self.card)
+        self.form.addRow(self.slots_box)
+        for option in self.task.options:
+            self.form.addRow(option.label, self.option_widgets[option.name])
+        if self.product_boxes:
+            self.form.addRow("Also write", outputs)
+        self.form.addRow(self.mapping_box)
+        self.form.addRow(self.problem)
+        self.mapping_box.setCollapsed(True)
+
+        self.weights.fileChanged.connect(self._on_weights_changed)
+        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
+        self.refresh_models()
+
+    # -- the models and their slots ----------------------------------------------------------
+    def specs(self) -> List[ModelSpec]:
+        return list(list_model_specs(self.task_name))
+
+    def current_spec(self) -> Optional[ModelSpec]:
+        """The chosen registry model, with the weights file's bands and classes when the file
+        is for it."""
+        name = self.model_combo.currentData()
+        spec = next((s for s in self.specs() if s.name == name), None)
+        if spec is None:
+            return None
+        metadata = self.weights_info().metadata
+        if metadata is not None and metadata.model_name == spec.name and metadata.modalities:
+            spec = replace(
+                spec,
+                modalities=tuple(metadata.modalities),
+                classes=tuple(metadata.classes) or spec.classes,
+            )
+        return spec
+
+    def slots(self) -> Tuple[InputSlot, ...]:
+        spec = self.current_spec()
+        return self.task.slots(spec) if spec is not None else ()
+
+    def weights_info(self) -> WeightsInfo:
+        path = self.weights.filePath()
+        return peek_weights(path) if path and os.path.isfile(path) else WeightsInfo(path, None)
+
+    def _ensure_slots(self, specs: List[ModelSpec]) -> None:
+        """One layer picker per slot key of the task's models (kept when the model changes)."""
+        for slot in self.task.slot_keys(specs):
+            if slot.key in self.layer_combos:
+                continue
+            row = len(self.layer_combos)
+            label = QLabel(slot.title, self.slots_box)
+            combo = _raster_combo(self.slots_box)
+            combo.setObjectName(f"LandFuseLayer_{slot.key}")
+            combo.layerChanged.connect(self._on_layers_changed)
+            self.slots_grid.addWidget(label, row, 0)
+            self.slots_grid.addWidget(combo, row, 1)
+            self.layer_combos[slot.key] = combo
+            self._slot_labels[slot.key] = label
+
+    def refresh_models(self) -> None:
+        """List the task's registry models (the registry may have grown) and keep the choice."""
+        current = self.model_combo.currentData() or self.weights_info().model_name
+        specs = self.specs()
+        self._ensure_slots(specs)
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for spec in specs:
+            self.model_combo.addItem(spec.title, spec.name)
+            self.model_combo.setItemData(
+                self.model_combo.count() - 1, f"{spec.name}: {spec.weights_note}", Qt.ToolTipRole
+            )
+        index = self.model_combo.findData(current)
+        self.model_combo.setCurrentIndex(index if index >= 0 else 0)
+        self.model_combo.blockSignals(False)
+        self._on_model_changed()
+
+    def _on_weights_changed(self, *_args) -> None:
+        named = self.weights_info().model_name
+        index = self.model_combo.findData(named) if named else -1
+        if index >= 0 and index != self.model_combo.currentIndex():
+            self.model_combo.setCurrentIndex(index)  # refreshes everything
+            return
+        self._on_model_changed()
+
+    def _on_model_changed(self, *_args) -> None:
+        wanted = {slot.key: slot for slot in self.slots()}
+        for key, combo in self.layer_combos.items():
+            slot = wanted.get(key)
+            label = self._slot_labels[key]
+            combo.setVisible(slot is not None)
+            label.setVisible(slot is not None)
+            if slot is not None:
+                label.setText(slot.title)
+                combo.setToolTip(slot.help)
+        self.suggest_layers()
+        self.update_card()
+        self.refresh_mapping()
+
+    def _on_layers_changed(self, *_args) -> None:
+        self.refresh_mapping()
+
+    def refresh_layers(self) -> None:
+        """The project's layers changed: suggest layers for empty slots, redo the mapping."""
+        self.suggest_layers()
+        self.refresh_mapping()
+
+    def suggest_layers(self) -> None:
+        """Fill each empty slot of the model with a project layer of the slot's band count
+        that no other slot uses (the user can change it)."""
+        used = {c.currentLayer().id() for c in self.layer_combos.values() if c.currentLayer()}
+        for slot in self.slots():
+            combo = self.layer_combos[slot.key]
+            if combo.currentLayer() is not None:
+                continue
+            count = len(slot.modality.bands)
+            match = next(
+                (
+                    layer
+                    for layer in _project_rasters()
+                    if layer.bandCount() == count and layer.id() not in used
+                ),
+                None,
+            )
+            if match is not None:
+                combo.blockSignals(True)
+                combo.setLayer(match)
+                combo.blockSignals(False)
+                used.add(match.id())
+
+    def layer_for(self, key: str) -> Optional[QgsRasterLayer]:
+        combo = self.layer_combos.get(key)
+        return combo.currentLayer() if combo is not None else None
+
+    def reference_layer(self) -> Optional[QgsRasterLayer]:
+        """The layer whose grid the outputs use (the task's reference slot)."""
+        slot = next((s for s in self.slots() if s.reference), None)
+        return self.layer_for(slot.key) if slot is not None else None
+
+    def update_card(self, *_args) -> None:
+        spec = self.current_spec()
+        if spec is None:
+            self.card.setText(f"<i>No {html.escape(self.task.noun)} model is in the registry.</i>")
+            return
+        self.card.setText(model_card_html(spec, weights_summary(self.weights.filePath())))
+
+    # -- band mapping ------------------------------------------------------------------------
+    def mapping_slots(self) -> Tuple[InputSlot, ...]:
+        """The slots with a mapping table: all, or the first when the slots share bands."""
+        slots = self.slots()
+        return slots[:1] if self.task.shared_bands else slots
+
+    def refresh_mapping(self) -> None:
+        for table in self.tables.values():
+            table.setParent(None)
+            table.deleteLater()
+        self.tables = {}
+        while self.mapping_layout.count():
+            item = self.mapping_layout.takeAt(0)
+            widget = item.widget()
+            if widget is not None:
+                widget.hide()  # deleteLater() keeps it painted until the event loop runs
+                widget.setParent(None)
+                widget.deleteLater()
+        for slot in self.mapping_slots():
+            modality = slot.modality
+            layer = self.layer_for(slot.key)
+            title = QLabel(f"<b>{html.escape(slot.title)}</b>", self.mapping_box)
+            self.mapping_layout.addWidget(title)
+            table = BandMappingTable(self.mapping_box)
+            table.setObjectName(f"LandFuseBands_{slot.key}")
+            table.set_bands(
+                [b.name for b in modality.bands],
+                [f"{b.description} ({b.unit})" for b in modality.bands],
+                layers.band_descriptions(layer) if layer is not None else None,
+                sensor=sensor_of(modality),
+            )
+            table.changed.connect(self.check)
+            self.mapping_layout.addWidget(table)
+            self.tables[slot.key] = table
+        self._show_mapping(self.mapping_box.isCollapsed())
+        self.check()
+
+    def _show_mapping(self, collapsed: bool) -> None:
+        # Widgets added while the box is collapsed stay hidden when it expands: show them.
+        for index in range(self.mapping_layout.count()):
+            widget = self.mapping_layout.itemAt(index).widget()
+            if widget is not None:
+                widget.setVisible(not collapsed)
+
+    def mapping_summary(self) -> str:
+        """The band-mapping box title: how many model bands are matched."""
+        total = matched = 0
+        for table in self.tables.values():
+            mapping = table.mapping()
+            total += len(mapping.model_bands)
+            matched += sum(1 for i in mapping.raster_bands if i is not None)
+        if not total:
+            return "Band mapping"
+        if matched == total:
+            return f"Band mapping: all {total} model bands matched"
+        return f"Band mapping: {total - matched} of {total} model bands not matched"
+
+    def mapped_bands(self, key: str) -> Tuple[int, ...]:
+        table = self.tables[key] if key in self.tables else next(iter(self.tables.values()))
+        return tuple(int(i) for i in table.mapping().raster_bands if i is not None)
+
+    # -- what stops a run --------------------------------------------------------------------
+    def weights_problems(self, spec: ModelSpec) -> List[str]:
+        path = self.weights.filePath()
+        if not path:
+            return [
+                "Choose a weights file: no model weights are bundled or downloaded (train one "
+                f"with Processing ▸ LandFuse ▸ Train a {self.task.noun} model, or use a "
+                "published checkpoint)."
+            ]
+        if not os.path.isfile(path):
+            return [f"The weights file does not exist: {path}"]
+        named = self.weights_info().model_name
+        if named and named != spec.name:
+            other = next((s for s in list_model_specs() if s.name == named), None)
+            where = (
+                f" ({named} is a {get_task(other.task).noun} model: use the "
+                f"{get_task(other.task).title} tab.)"
+                if other is not None and other.task != self.task_name
+                else ""
+            )
+            return [mismatch_message(path, named, spec.name) + where]
+        return []
+
+    def problems(self) -> List[str]:
+        """What stops a run with the current choices (shown before the run, not after it)."""
+        spec = self.current_spec()
+        if spec is None:
+            return [f"No {self.task.noun} model is in the registry."]
+        found: List[str] = []
+        chosen: Dict[str, Tuple[InputSlot, QgsRasterLayer]] = {}
+        for slot in self.slots():
+            layer = self.layer_for(slot.key)
+            if layer is None:
+                found.append(f"Choose a layer for {slot.title}.")
+                continue
+            for other, other_layer in chosen.values():
+                if other.modality.key == slot.modality.key and other_layer.id() == layer.id():
+                    found.insert(0, f"{other.title} and {slot.title} are the same layer.")
+                elif (
+                    self.task.shared_bands
+                    and other.modality.key == slot.modality.key
+                    and other_layer.bandCount() != layer.bandCount()
+                ):
+                    found.append(
+                        f"'{other_layer.name()}' has {other_layer.bandCount()} bands and "
+                        f"'{layer.name()}' has {layer.bandCount()}: they need the same bands."
+                    )
+            chosen[slot.key] = (slot, layer)
+            table = self.tables.get(slot.key)
+            if table is not None:
+                problem = table.mapping().problem(layer.bandCount())
+                if problem:
+                    found.append(f"{layer.name()}: {problem}")
+        return found + self.weights_problems(spec)
+
+    def check(self, *_args) -> List[str]:
+        self.mapping_box.setTitle(self.mapping_summary())
+        found = self.problems()
+        self.problem.setText("<br>".join(html.escape(p) for p in found))
+        self.problem.setVisible(bool(found))
+        return found
+
+    # -- the request -------------------------------------------------------------------------
+    def outputs(self) -> Tuple[str, ...]:
+        """The products to write: the main one and the checked ones."""
+        return tuple(
+            p.key
+            for p in self.task.products
+            if p.main or (p.key in self.product_boxes and self.product_boxes[p.key].isChecked())
+        )
+
+    def build_request(self, common: dict):
+        """The frozen request from the panel and the dock's common fields."""
+        spec = self.current_spec()
+        sources = {
+            slot.key: (layers.raster_source(self.layer_for(slot.key), self.mapped_bands(slot.key)),)
+            for slot in self.slots()
+        }
+        fields = {
+            option.name: option_value(option, self.option_widgets[option.name])
+            for option in self.task.options
+        }
+        return self.task.make_request(
+            spec.name,
+            self.weights.filePath(),
+            sources,
+            outputs=self.outputs(),
+            **fields,
+            **common,
+        )
+
+
+class LandCoverPanel(TaskPanel):
+    """Land cover: one layer per modality of the chosen model."""
+
+    task_name = "landcover"
+
+
+class ChangePanel(TaskPanel):
+    """Change detection: a before and an after layer."""
+
+    task_name = "change"
+
+    @property
+    def before(self) -> QgsMapLayerComboBox:
+        return self.layer_combos["before"]
+
+    @property
+    def after(self) -> QgsMapLayerComboBox:
+        return self.layer_combos["after"]
+
+
+def panel_class(task_name: str) -> type:
+    """The panel class of a task: one of the above, or a plain :class:`TaskPanel` for it."""
+    for cls in (LandCoverPanel, ChangePanel):
+        if cls.task_name == task_name:
+            return cls
+    return type(f"TaskPanel_{task_name}", (TaskPanel,), {"task_name": task_name})
