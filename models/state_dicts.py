@@ -31,6 +31,7 @@ from .errors import (
     WeightsMismatchError,
     WeightsNotFoundError,
 )
+from .weights_info import FORMAT_NAME
 
 __all__ = [
     "check_weights_path",
@@ -42,8 +43,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-#: The ``format`` value of a LandFuse weights file (and of its JSON sidecar).
-FORMAT_NAME = "landfuse-weights"
 _LIST_LIMIT = 10
 
 

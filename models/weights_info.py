@@ -18,9 +18,11 @@ from typing import Any, Mapping, Optional, Union
 
 from .errors import CorruptWeightsError, ModelConfigError
 from .registry import ClassSpec, ModalitySpec, ModelSpec
-from .state_dicts import FORMAT_NAME
 
 __all__ = ["FORMAT_VERSION", "WeightsInfo", "WeightsMetadata", "peek_weights", "weights_summary"]
+
+#: The ``format`` value of a LandFuse weights file (and of its JSON sidecar).
+FORMAT_NAME = "landfuse-weights"
 
 PathLike = Union[str, "os.PathLike[str]"]
 FORMAT_VERSION = 2

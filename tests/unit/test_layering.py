@@ -134,3 +134,26 @@ def test_package_entry_is_lazy():
     functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert top_level_imports == []
     assert functions == ["classFactory"]
+
+
+def test_the_qgis_side_imports_without_torch(tmp_path):
+    """The plugin, the dock and the Processing provider load in a QGIS whose Python has no
+    torch (the dock then says how to get it): nothing they import at module level needs it."""
+    import subprocess
+
+    (tmp_path / "torch.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    (tmp_path / "landfuse").symlink_to(ROOT)
+    code = (
+        "import sys; import landfuse.plugin, landfuse.ui.dock, landfuse.processing.algorithms;"
+        "import landfuse.processing.provider; assert 'torch' not in sys.modules or "
+        "sys.modules['torch'] is None"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "QT_QPA_PLATFORM": "offscreen"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
