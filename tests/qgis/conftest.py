@@ -64,6 +64,12 @@ def tiny_weights(folder: Path, model_name: str, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def make_tiny_weights():
+    """:func:`tiny_weights`, for tests that need weights of other registry models."""
+    return tiny_weights
+
+
+@pytest.fixture(scope="session")
 def weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
     return {
@@ -84,3 +90,21 @@ def provider(qgis_processing):
     registry.addProvider(provider)
     yield provider
     registry.removeProvider(provider)
+
+
+@pytest.fixture
+def dock(qgis_new_project, qgis_iface):
+    """A LandFuse dock whose worker runs with this Python (which has torch)."""
+    import sys
+
+    from qgis.core import QgsSettings
+
+    from landfuse.processing import environment
+    from landfuse.ui.dock import LandFuseDock
+
+    QgsSettings().setValue(environment.SETTINGS_WORKER_PYTHON, sys.executable)
+    widget = LandFuseDock(None, qgis_iface)
+    yield widget
+    widget.cleanup()
+    widget.deleteLater()
+    QgsSettings().remove(environment.SETTINGS_WORKER_PYTHON)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
 from landfuse.core.requests import ChangeRequest, LandCoverRequest
 from landfuse.models.registry import list_model_specs
@@ -16,16 +16,6 @@ from landfuse.processing.task import InferenceTask, wait_for
 from landfuse.ui.dock import LandFuseDock
 
 pytestmark = pytest.mark.qgis
-
-
-@pytest.fixture
-def dock(qgis_new_project, qgis_iface):
-    QgsSettings().setValue(environment.SETTINGS_WORKER_PYTHON, sys.executable)
-    widget = LandFuseDock(None, qgis_iface)
-    yield widget
-    widget.cleanup()
-    widget.deleteLater()
-    QgsSettings().remove(environment.SETTINGS_WORKER_PYTHON)
 
 
 def _add(path: Path, name: str) -> QgsRasterLayer:
