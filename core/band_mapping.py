@@ -6,7 +6,9 @@ one modality, which file band goes into each model band and *how* it was matched
 
 1. an explicit selection (numbers or names) is taken as given, in the order given;
 2. otherwise by name, when the band descriptions name every model band (in any order, across
-   any number of files; a band named twice is an error);
+   any number of files; a band named twice is an error); a single-band file without a
+   description is named by its file name (``..._B8A.tif``, :func:`band_from_file_name`), so
+   band files given in any order (a shell's ``*.tif`` puts B8A last) are put in the model's;
 3. otherwise by position, when the files hold exactly as many bands as the model needs and no
    description contradicts the position (a band described "B04" in the slot of B02): the
    result says so, and the engine turns it into a warning;
@@ -148,6 +150,32 @@ class FileBands:
 
 #: How a model band was matched: chosen by the user, by its name, or by its position.
 MATCHED_EXPLICITLY, MATCHED_BY_NAME, MATCHED_BY_POSITION = "explicit", "name", "position"
+#: Single-band files named after their band (``T30UWU_20160706_B8A.tif``, ``B02.jp2``).
+MATCHED_BY_FILE_NAME = "file name"
+
+_NAME_PARTS = re.compile(r"[_\-.\s]+")
+_SENSORLESS_BAND = re.compile(r"^B\d{1,2}A?$", re.IGNORECASE)
+
+
+def band_from_file_name(path: str, sensor: SensorLike = None) -> str:
+    """The band a single-band file's name gives, as a band key; "" when it names none.
+
+    The name is cut at ``_``, ``-``, ``.`` and spaces, and the last part that names a band of
+    the sensor wins (``S2A_OPER_MSI_L1C_TL_EPA__20160706T155721_A000849_T30UWU_B8A.tif`` is B8A,
+    ``LC09_L2SP_118039_20220101_SR_B4.TIF`` is B4 for Landsat). Without a sensor only
+    ``B<number>[A]`` parts count. A part that is only a number is no name.
+    """
+    stem = str(path).replace("\\", "/").rsplit("/", 1)[-1]
+    for part in reversed([p for p in _NAME_PARTS.split(stem) if p]):
+        if _POSITIONAL.match(part):
+            continue
+        if sensor is not None:
+            name = sensor.canonical(part)
+            if name:
+                return band_key(name, sensor)
+        elif _SENSORLESS_BAND.match(part):
+            return band_key(part)
+    return ""
 
 
 @dataclass(frozen=True)
@@ -157,7 +185,9 @@ class ResolvedBands:
     Attributes:
         model_bands: The model's band names, in network order.
         choices: For each model band, ``(file index, 1-based band)``.
-        how: ``"explicit"``, ``"name"`` or ``"position"`` (one rule serves the whole modality).
+        how: ``"explicit"``, ``"name"``, ``"file name"`` (single-band files named after their
+            band, with or without descriptions on other files) or ``"position"`` (one rule
+            serves the whole modality).
     """
 
     model_bands: Tuple[str, ...]
@@ -248,6 +278,13 @@ def resolve_bands(files: Sequence[FileBands], model_bands: Sequence[str]) -> Res
         for index, item in enumerate(files)
         for band, text in enumerate(item.descriptions, start=1)
     ]
+    # A single-band file without a usable description is named by its file name.
+    from_names = {
+        index: band_from_file_name(item.path, sensor)
+        for index, item in enumerate(files)
+        if item.count == 1 and not band_name_of(item.descriptions[0], sensor)
+    }
+    pool = [(index, band, name or from_names.get(index, "")) for index, band, name in pool]
     located: Dict[str, List[Tuple[int, int]]] = {}
     for index, band, name in pool:
         if name:
@@ -265,7 +302,9 @@ def resolve_bands(files: Sequence[FileBands], model_bands: Sequence[str]) -> Res
                 "once, or select the bands explicitly."
             )
         choices = tuple(located[w][0] for w in wanted)
-        return ResolvedBands(tuple(model_bands), choices, MATCHED_BY_NAME)
+        named_by_file = any(from_names.get(index) for index, _ in choices)
+        how = MATCHED_BY_FILE_NAME if named_by_file else MATCHED_BY_NAME
+        return ResolvedBands(tuple(model_bands), choices, how)
     names = [name for _, _, name in pool]
     if len(pool) == len(wanted):
         contradictions = _contradicts_position(names, wanted)
