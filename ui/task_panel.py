@@ -123,6 +123,10 @@ class TaskPanel(QWidget):
         self.problem.setWordWrap(True)
         self.problem.setObjectName("LandFuseProblem")
         self.problem.setStyleSheet("QLabel { color: #b00020; }")
+        self.warning = QLabel(self)
+        self.warning.setWordWrap(True)
+        self.warning.setObjectName("LandFuseCheck")
+        self.warning.setStyleSheet("QLabel { color: #8a5300; }")
         self.tables: Dict[str, BandMappingTable] = {}
 
         self.form.addRow("Model", self.model_combo)
@@ -134,6 +138,7 @@ class TaskPanel(QWidget):
         if self.product_boxes:
             self.form.addRow("Also write", outputs)
         self.form.addRow(self.mapping_box)
+        self.form.addRow(self.warning)
         self.form.addRow(self.problem)
         self.mapping_box.setCollapsed(True)
 
@@ -323,9 +328,11 @@ class TaskPanel(QWidget):
             matched += sum(1 for i in mapping.raster_bands if i is not None)
         if not total:
             return "Band mapping"
+        by_position = sum(len(t.position_rows()) for t in self.tables.values())
+        checked = f", {by_position} by position: check them" if by_position else ""
         if matched == total:
-            return f"Band mapping: all {total} model bands matched"
-        return f"Band mapping: {total - matched} of {total} model bands not matched"
+            return f"Band mapping: all {total} model bands matched{checked}"
+        return f"Band mapping: {total - matched} of {total} model bands not matched{checked}"
 
     def mapped_bands(self, key: str) -> Tuple[int, ...]:
         table = self.tables[key] if key in self.tables else next(iter(self.tables.values()))
@@ -386,11 +393,46 @@ class TaskPanel(QWidget):
                     found.append(f"{layer.name()}: {problem}")
         return found + self.weights_problems(spec)
 
+    def warnings(self) -> List[str]:
+        """What the user must check before trusting the map (it does not stop a run)."""
+        found = []
+        for slot in self.mapping_slots():
+            table, layer = self.tables.get(slot.key), self.layer_for(slot.key)
+            if table is None or layer is None or len(slot.modality.bands) < 2:
+                continue
+            rows = table.position_rows()
+            if rows:
+                found.append(
+                    f"{layer.name()}: {len(rows)} band(s) matched by position only, because the "
+                    "layer's band descriptions do not name them: if its bands are not in the "
+                    f"order {', '.join(rows[:4])}{'…' if len(rows) > 4 else ''}, the map is wrong. "
+                    "Check the band mapping."
+                )
+        return found + self.unused_layers()
+
+    def unused_layers(self) -> List[str]:
+        """Layers picked for slots the chosen model does not take, and a model that takes them."""
+        spec = self.current_spec()
+        wanted = {slot.key for slot in self.slots()}
+        picked = {k for k, c in self.layer_combos.items() if c.currentLayer() is not None}
+        unused = sorted(picked - wanted)
+        if spec is None or not unused:
+            return []
+        names = ", ".join(f"'{self.layer_combos[k].currentLayer().name()}'" for k in unused)
+        fits = next(
+            (s for s in self.specs() if picked <= {x.key for x in self.task.slots(s)}), None
+        )
+        offer = f"; {fits.title} ({fits.name}) uses all the layers picked" if fits else ""
+        return [f"{spec.name} does not use {names}{offer}."]
+
     def check(self, *_args) -> List[str]:
         self.mapping_box.setTitle(self.mapping_summary())
         found = self.problems()
         self.problem.setText("<br>".join(html.escape(p) for p in found))
         self.problem.setVisible(bool(found))
+        checks = self.warnings()
+        self.warning.setText("<br>".join(html.escape(w) for w in checks))
+        self.warning.setVisible(bool(checks))
         return found
 
     # -- the request -------------------------------------------------------------------------

@@ -4,13 +4,18 @@ import html
 from typing import Any, List, Optional, Sequence, Tuple
 
 from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..core.band_mapping import BandMapping, suggest_band_mapping
 
+#: How a row of the band mapping was matched, as the table says it.
+BY_NAME, BY_POSITION, BY_USER = "by name", "by position: check", "chosen"
+
 
 class BandMappingTable(QTableWidget):
-    """One row per model band; a combo box per row picks the raster band that feeds it.
+    """One row per model band; a combo box per row picks the raster band that feeds it, and a
+    third column says how: by the band's description, by its position (a warning), or chosen.
 
     Filled from the layer's band descriptions (:func:`suggest_band_mapping`) and editable.
     """
@@ -18,10 +23,11 @@ class BandMappingTable(QTableWidget):
     changed = pyqtSignal()
 
     def __init__(self, parent=None) -> None:
-        super().__init__(0, 2, parent)
-        self.setHorizontalHeaderLabels(["Model band", "Layer band"])
+        super().__init__(0, 3, parent)
+        self.setHorizontalHeaderLabels(["Model band", "Layer band", "Matched"])
         self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
-        self.horizontalHeader().setStretchLastSection(True)
+        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
+        self.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeToContents)
         self.verticalHeader().setVisible(False)
         self._model_bands: Tuple[str, ...] = ()
         self._band_count = 0
@@ -60,7 +66,9 @@ class BandMappingTable(QTableWidget):
                 combo.addItem(f"Band {index}" + (f": {text}" if text else ""), index)
             chosen = mapping.raster_bands[row]
             combo.setCurrentIndex(0 if chosen is None else chosen)
-            combo.currentIndexChanged.connect(self.changed)
+            how = "" if chosen is None else (BY_NAME if mapping.by_description else BY_POSITION)
+            self.setItem(row, 2, self._how_item(how))
+            combo.currentIndexChanged.connect(lambda _index, r=row: self._edited(r))
             self.setCellWidget(row, 1, combo)
         self.resizeRowsToContents()
         height = self.horizontalHeader().height() + sum(
@@ -69,6 +77,31 @@ class BandMappingTable(QTableWidget):
         self.setFixedHeight(min(height + 4, 260))
         self.blockSignals(False)
         return mapping
+
+    @staticmethod
+    def _how_item(how: str) -> QTableWidgetItem:
+        item = QTableWidgetItem(how)
+        if how == BY_POSITION:
+            item.setForeground(QBrush(QColor("#a15c00")))
+            item.setToolTip(
+                "The layer's bands carry no descriptions that name them: band i is taken for the "
+                "model's band i. If the layer's bands are in another order, the map is wrong."
+            )
+        return item
+
+    def _edited(self, row: int) -> None:
+        self.setItem(row, 2, self._how_item(BY_USER))
+        self.changed.emit()
+
+    def matched(self) -> List[str]:
+        """How each row is matched (:data:`BY_NAME`, :data:`BY_POSITION`, :data:`BY_USER`)."""
+        return [self.item(r, 2).text() if self.item(r, 2) else "" for r in range(self.rowCount())]
+
+    def position_rows(self) -> List[str]:
+        """The model bands still matched by position alone."""
+        return [
+            self.item(r, 0).text() for r, how in enumerate(self.matched()) if how == BY_POSITION
+        ]
 
     def mapping(self) -> BandMapping:
         """The mapping as the user left it."""

@@ -10,7 +10,7 @@ import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
 from landfuse.core.requests import ChangeRequest, LandCoverRequest
-from landfuse.models.registry import list_model_specs
+from landfuse.models.registry import get_model_spec, list_model_specs
 from landfuse.processing import environment
 from landfuse.processing.task import InferenceTask, wait_for
 from landfuse.ui.dock import LandFuseDock
@@ -218,3 +218,33 @@ def test_dock_remembers_its_settings_in_the_project(dock, scenes, weights, tmp_p
     finally:
         again.cleanup()
         again.deleteLater()
+
+
+def test_the_dock_says_how_bands_were_matched_and_which_layers_go_unused(dock, scenes, weights):
+    """Issue 13: matching by position is said before the run, in the table and under it; a
+    layer the chosen model does not take is named, with a model that takes it."""
+    from landfuse.ui.widgets import BY_NAME, BY_POSITION, BY_USER
+
+    panel = dock.change
+    panel.weights.setFilePath(str(weights["change"]))
+    panel.before.setLayer(_add(scenes["before"], "before"))
+    panel.after.setLayer(_add(scenes["after"], "after"))
+    table = panel.tables["before"]
+    assert table.matched() == [BY_POSITION] * 3  # the RGB pair has no band descriptions
+    assert "3 by position: check them" in panel.mapping_box.title()
+    assert any("matched by position only" in w for w in panel.warnings())
+    assert panel.problems() == []  # a check, not a refusal
+    table.set_band(0, 2)  # the user picks another band for R
+    assert table.matched()[0] == BY_USER and len(table.position_rows()) == 2
+    lc = dock.landcover
+    lc.weights.setFilePath(str(weights["landcover"]))
+    lc.layer_combos["s2"].setLayer(_add(scenes["s2"], "S2"))
+    lc.layer_combos["s1"].setLayer(_add(scenes["s1"], "S1"))
+    assert lc.tables["s2"].matched() == [BY_NAME] * 13
+    assert lc.warnings() == []
+    lc.layer_combos["dem"].setLayer(_add(scenes["s1"], "a DEM"))
+    assert lc.warnings() == [
+        "amm_fusenet_s2_s1_hunan does not use 'a DEM'; "
+        f"{get_model_spec('amm_fusenet_s2_s1_dem').title} (amm_fusenet_s2_s1_dem) uses all the "
+        "layers picked."
+    ]
