@@ -126,6 +126,15 @@ def suggest_band_mapping(
 BandRef = Union[int, str]
 
 
+def parse_band_selection(text: str) -> Tuple[BandRef, ...]:
+    """``"1,2,3"`` or ``"B02,B03,B8A"`` (mixed allowed) → a band selection; ``()`` for "".
+
+    The command line's ``--<slot>-bands`` and Processing's ``<SLOT>_BANDS`` read it.
+    """
+    items = [part.strip() for part in (text or "").split(",") if part.strip()]
+    return tuple(int(item) if item.isdigit() else item for item in items)
+
+
 @dataclass(frozen=True)
 class FileBands:
     """What the resolver knows of one file of a modality.

@@ -27,6 +27,7 @@ import traceback
 from typing import Any, Optional, Sequence, TextIO
 
 from ..models import registry
+from .band_mapping import parse_band_selection
 from .errors import EXIT_OK, LandFuseError, RequestError, exit_code_for
 from .formatting import format_duration
 from .memory import format_bytes
@@ -57,10 +58,10 @@ def parse_band_list(text: str) -> tuple[int | str, ...]:
     Raises:
         argparse.ArgumentTypeError: for an empty list.
     """
-    items = [part.strip() for part in text.split(",") if part.strip()]
-    if not items:
+    selection = parse_band_selection(text)
+    if not selection:
         raise argparse.ArgumentTypeError("give band numbers or names separated by commas")
-    return tuple(int(item) if item.isdigit() else item for item in items)
+    return selection
 
 
 def _escape(text: str) -> str:

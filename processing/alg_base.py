@@ -32,6 +32,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.band_mapping import parse_band_selection
 from ..core.errors import LandFuseError
 from ..core.protection import (
     ProtectedFiles,
@@ -180,12 +181,13 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
             )
 
     @staticmethod
-    def source_for(layer: QgsRasterLayer, what: str) -> RasterSource:
-        """The layer's file, all its bands: the engine matches them to the model's bands with
-        its one resolver (by description, else by position with a warning)."""
+    def source_for(layer: QgsRasterLayer, what: str, bands: str = "") -> RasterSource:
+        """The layer's file. Without ``bands`` all its bands, which the engine matches to the
+        model's with its one resolver (by description, by file name, else by position with a
+        warning); ``bands`` ("4,3,2" or "B04,B03,B02") is an explicit order."""
         if layer is None:
             raise QgsProcessingException(f"No layer was given for {what}.")
-        return RasterSource(layers.layer_file_path(layer))
+        return RasterSource(layers.layer_file_path(layer), bands=parse_band_selection(bands))
 
     @staticmethod
     def push_warning(feedback: QgsProcessingFeedback, text: str) -> None:

@@ -20,6 +20,7 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
 )
 
@@ -56,12 +57,37 @@ class MappingAlgorithm(LandFuseAlgorithm):
     def slots(self):
         return self.task.slot_keys(self.specs())
 
+    def band_parameters(self) -> List[Tuple[str, str]]:
+        """(parameter prefix, what) of each explicit band order: one per slot, or one for all
+        when the task's slots share their bands (both dates)."""
+        if self.task.shared_bands:
+            return [("", "every input")]
+        return [(s.key.upper(), s.title) for s in self.slots()]
+
+    def band_order(self, parameters, context, key: str) -> str:
+        prefix = "" if self.task.shared_bands else key.upper()
+        name = f"{prefix}_BANDS" if prefix else "BANDS"
+        return self.parameterAsString(parameters, name, context)
+
     def initAlgorithm(self, config=None) -> None:
         for slot in self.slots():
             self.addParameter(
                 with_help(
                     QgsProcessingParameterRasterLayer(slot.key.upper(), slot.title, optional=True),
                     f"{slot.help} Give it when the model takes it.",
+                )
+            )
+        for key, title in self.band_parameters():
+            self.addParameter(
+                advanced(
+                    with_help(
+                        QgsProcessingParameterString(
+                            f"{key}_BANDS" if key else "BANDS", f"Bands of {title}", optional=True
+                        ),
+                        "The layer's bands in the model's order, by number or name (e.g. "
+                        "'4,3,2' or 'B04,B03,B02'); empty: matched by their descriptions, else "
+                        "by position, with a warning.",
+                    )
                 )
             )
         self.addParameter(
@@ -178,7 +204,10 @@ class MappingAlgorithm(LandFuseAlgorithm):
                 feedback,
                 f"{spec.name} does not take {', '.join(unused)}: those layers are not used.",
             )
-        sources = {key: (self.source_for(layer, key),) for key, layer in layers.items()}
+        sources = {
+            key: (self.source_for(layer, key, self.band_order(parameters, context, key)),)
+            for key, layer in layers.items()
+        }
         destinations = {
             p.key: self.parameterAsOutputLayer(parameters, p.parameter, context)
             for p in task.products

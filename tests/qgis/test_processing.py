@@ -283,3 +283,28 @@ def test_change_on_plain_pngs_needs_pixel_grid_mode(provider, weights, realdata,
     with rasterio.open(result["OUTPUT"]) as src:
         assert (src.width, src.height) == (256, 256)
         assert src.crs is None
+
+
+def test_an_explicit_band_order_and_the_position_warning(provider, scenes, weights, tmp_path):
+    """Issue 13: without descriptions the bands go by position and Processing says so; BANDS
+    gives their order explicitly (the report records how they were matched)."""
+    parameters = {
+        "BEFORE": str(scenes["before"]),
+        "AFTER": str(scenes["after"]),
+        "WEIGHTS": str(weights["change"]),
+        "TILE": 64,
+        "PRECISION": "fp32",
+    }
+    plain = _run("changedetection", {**parameters, "OUTPUT": str(tmp_path / "a.tif")})
+    report = json.loads(Path(plain["REPORT"]).read_text())
+    assert [w["code"] for w in report["warnings"]] == ["bands_by_position"] * 2
+    assert {e["band_matching"] for e in report["inputs"]} == {"position"}
+    ordered = _run(
+        "changedetection",
+        {**parameters, "BANDS": "3,2,1", "OUTPUT": str(tmp_path / "b.tif")},
+    )
+    report = json.loads(Path(ordered["REPORT"]).read_text())
+    assert report["warnings"] == []
+    assert [(e["band_matching"], e["bands"]) for e in report["inputs"]] == [
+        ("explicit", [3, 2, 1])
+    ] * 2
