@@ -159,9 +159,7 @@ class WeightsInfo:
     @property
     def is_demo(self) -> bool:
         """Whether the file says it holds demo weights (trained on synthetic scenes only)."""
-        training = self.metadata.training if self.metadata is not None else {}
-        demo = training.get("demo")
-        return isinstance(demo, dict) and bool(demo.get("demo_weights"))
+        return is_demo_training(self.metadata.training if self.metadata is not None else {})
 
     @property
     def note(self) -> str:
@@ -177,6 +175,16 @@ class WeightsInfo:
             if isinstance(value, str) and value:
                 return value
         return ""
+
+
+def is_demo_training(training: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a weights file's (or a run report's) training record marks demo weights."""
+    demo = (training or {}).get("demo")
+    return isinstance(demo, dict) and bool(demo.get("demo_weights"))
+
+
+#: What a layer made with demo weights says in its name.
+DEMO_LABEL = "DEMO weights: not for real imagery"
 
 
 def peek_weights(path: PathLike) -> WeightsInfo:

@@ -14,6 +14,7 @@ from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer
 
 from ..core.products import PRODUCTS
 from ..core.tasks import get_task
+from ..models.weights_info import DEMO_LABEL
 
 #: Every task's products, main products first within each task.
 PRODUCT_LIST = tuple(p for products in PRODUCTS.values() for p in products)
@@ -41,6 +42,8 @@ def summarise(result: Dict[str, Any]) -> RunSummary:
     areas = task.describe_areas(summary.get("areas")) if task is not None else ""
     if task is not None and areas:
         text = f"{task.map_title} ready{took}: {areas}."
+        if summary.get("demo_weights"):
+            text += f" Made with {DEMO_LABEL}."
     else:
         text = f"LandFuse run finished{took}."
     return RunSummary(task_name, text, seconds if isinstance(seconds, (int, float)) else None)
@@ -74,7 +77,9 @@ def add_result_layers(
         path = outputs.get(product.key)
         if not path or not os.path.isfile(path):
             continue
-        layer = QgsRasterLayer(path, product.title, "gdal")
+        demo = bool((result.get("summary") or {}).get("demo_weights"))
+        title = f"{product.title} ({DEMO_LABEL})" if demo else product.title
+        layer = QgsRasterLayer(path, title, "gdal")
         if not layer.isValid():
             continue
         style = os.path.splitext(path)[0] + ".qml"

@@ -47,6 +47,17 @@ def _raster_combo(parent: QWidget) -> QgsMapLayerComboBox:
     return combo
 
 
+def layer_detail(layer: QgsRasterLayer) -> str:
+    """ "S2L1C/ · 13 bands · EPSG:32650 · 264 × 264 px": what tells a layer from its namesakes."""
+    source = layer.source().split("|", 1)[0]
+    folder = os.path.basename(os.path.dirname(source)) if os.path.sep in source else ""
+    crs = layer.crs().authid() or ("custom CRS" if layer.crs().isValid() else "no CRS")
+    bands = layer.bandCount()
+    parts = [f"{folder}/" if folder else "", f"{bands} band{'s' if bands != 1 else ''}", crs]
+    parts.append(f"{layer.width()} × {layer.height()} px")
+    return " · ".join(p for p in parts if p)
+
+
 def _project_rasters() -> List[QgsRasterLayer]:
     found = [
         layer
@@ -94,6 +105,9 @@ class TaskPanel(QWidget):
         self.slots_grid.setColumnStretch(1, 1)
         self.layer_combos: Dict[str, QgsMapLayerComboBox] = {}
         self._slot_labels: Dict[str, QLabel] = {}
+        #: Under each picker: the chosen layer's folder, bands, CRS and size, which tell apart
+        #: layers of the same name (one file name per modality folder).
+        self.layer_details: Dict[str, QLabel] = {}
         self.option_widgets = {
             option.name: option_widget(option, self) for option in self.task.options
         }
@@ -179,15 +193,21 @@ class TaskPanel(QWidget):
         for slot in self.task.slot_keys(specs):
             if slot.key in self.layer_combos:
                 continue
-            row = len(self.layer_combos)
+            row = 2 * len(self.layer_combos)
             label = QLabel(slot.title, self.slots_box)
             combo = _raster_combo(self.slots_box)
             combo.setObjectName(f"LandFuseLayer_{slot.key}")
+            detail = QLabel(self.slots_box)
+            detail.setObjectName(f"LandFuseLayerDetail_{slot.key}")
+            detail.setStyleSheet("QLabel { color: #666; }")
+            detail.setWordWrap(True)
             combo.layerChanged.connect(self._on_layers_changed)
             self.slots_grid.addWidget(label, row, 0)
             self.slots_grid.addWidget(combo, row, 1)
+            self.slots_grid.addWidget(detail, row + 1, 1)
             self.layer_combos[slot.key] = combo
             self._slot_labels[slot.key] = label
+            self.layer_details[slot.key] = detail
 
     def refresh_models(self) -> None:
         """List the task's registry models (the registry may have grown) and keep the choice."""
@@ -225,15 +245,29 @@ class TaskPanel(QWidget):
                 label.setText(slot.title)
                 combo.setToolTip(slot.help)
         self.suggest_layers()
+        self.show_layer_details()
         self.update_card()
         self.refresh_mapping()
 
     def _on_layers_changed(self, *_args) -> None:
+        self.show_layer_details()
         self.refresh_mapping()
+
+    def show_layer_details(self) -> None:
+        wanted = {slot.key for slot in self.slots()}
+        for key, combo in self.layer_combos.items():
+            detail, layer = self.layer_details[key], combo.currentLayer()
+            detail.setVisible(key in wanted and layer is not None)
+            if layer is None:
+                continue
+            text = layer_detail(layer)
+            detail.setText(text)
+            combo.setToolTip(f"{layer.name()}: {layer.source()}")
 
     def refresh_layers(self) -> None:
         """The project's layers changed: suggest layers for empty slots, redo the mapping."""
         self.suggest_layers()
+        self.show_layer_details()
         self.refresh_mapping()
 
     def suggest_layers(self) -> None:

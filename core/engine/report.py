@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ...models.weights_info import is_demo_training
 from ..requests import request_to_dict
 from ..tasks import get_task
 from ..writers import AreaTally
@@ -38,6 +39,7 @@ class RunResult:
         keys = ("device", "precision", "tiles", "timings_s", "warnings")
         summary = {k: self.report.get(k) for k in keys}
         summary["areas"] = get_task(self.task).areas(self.report)
+        summary["demo_weights"] = is_demo_training((self.report.get("model") or {}).get("training"))
         return {"task": self.task, "outputs": dict(self.outputs), "summary": summary}
 
 

@@ -87,6 +87,16 @@ def run_from_dock(dock, kind: str, spec: dict) -> None:
         panel.model_combo.setCurrentIndex(panel.model_combo.findData(spec["model"]))
     panel.weights.setFilePath(spec["weights"])
     dock.output_dir.setFilePath(SCENARIO["output_dir"])
+    # The band-mapping box, expanded as a user would: its tables must show (issue 13).
+    panel.mapping_box.setCollapsed(False)
+    settle(0.5)
+    state.setdefault("mapping", {})[kind] = {
+        "title": panel.mapping_box.title(),
+        "tables_visible": bool(panel.tables) and all(t.isVisible() for t in panel.tables.values()),
+        "rows": sum(t.rowCount() for t in panel.tables.values()),
+    }
+    shot(dock, f"dock_{kind}_bands.png")
+    panel.mapping_box.setCollapsed(True)
     settle(0.5)
     shot(dock, f"dock_{kind}_before.png")
     dock.run_button.click()

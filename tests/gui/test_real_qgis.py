@@ -203,13 +203,22 @@ def test_dock_opens_and_lists_the_raster(qgis_run):
     assert state["torch_banner"] is False  # the venv's torch is visible to QGIS
 
 
+def _titled(names: list) -> list:
+    """Layer names as the dock gives them: with the demo weights, each says so (issue 13)."""
+    from landfuse.models.weights_info import DEMO_LABEL
+
+    if (ROOT / "demo" / "weights" / "landcover_demo.pt").is_file():
+        return [f"{name} ({DEMO_LABEL})" for name in names]
+    return names
+
+
 def test_landcover_run_from_the_dock(qgis_run):
     state, log, _ = qgis_run
     run = state["runs"]["landcover"]
     assert run["finished"] and "failure" not in run, (run, log)
     assert "Land-cover map ready" in run["summary"]
     groups = {name: layers for name, layers in run["groups"].items() if "landcover" in name}
-    assert list(groups.values()) == [["Land cover", "Confidence (%)"]]
+    assert list(groups.values()) == [_titled(["Land cover", "Confidence (%)"])]
 
 
 def test_change_run_from_the_dock(qgis_run):
@@ -218,15 +227,26 @@ def test_change_run_from_the_dock(qgis_run):
     assert run["finished"] and "failure" not in run, (run, log)
     assert "Change map ready" in run["summary"]
     groups = {name: layers for name, layers in run["groups"].items() if "change" in name}
-    assert list(groups.values()) == [["Change", "Change probability"]]
+    assert list(groups.values()) == [_titled(["Change", "Change probability"])]
+
+
+def test_the_band_mapping_box_shows_its_tables_when_expanded(qgis_run):
+    """Issue 13: expanding the box shows the tables (it once showed an empty strip)."""
+    state, log, _ = qgis_run
+    for kind, rows in (("landcover", 16), ("change", 13)):
+        mapping = state["mapping"][kind]
+        assert mapping["tables_visible"] and mapping["rows"] == rows, (kind, mapping, log)
+        assert "matched" in mapping["title"]
 
 
 SCREENSHOTS = [
     "qgis_main_window.png",
     "landfuse_dock.png",
+    "dock_landcover_bands.png",
     "dock_landcover_before.png",
     "dock_landcover_after.png",
     "map_landcover.png",
+    "dock_change_bands.png",
     "dock_change_before.png",
     "dock_change_after.png",
     "map_change.png",

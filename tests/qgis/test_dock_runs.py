@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
@@ -248,3 +249,52 @@ def test_the_dock_says_how_bands_were_matched_and_which_layers_go_unused(dock, s
         f"{get_model_spec('amm_fusenet_s2_s1_dem').title} (amm_fusenet_s2_s1_dem) uses all the "
         "layers picked."
     ]
+
+
+def test_layers_made_with_demo_weights_say_so(qgis_new_project, tmp_path):
+    """Issue 13: the layer names and the summary of a run with demo weights say what they are."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from landfuse.models.weights_info import DEMO_LABEL
+    from landfuse.processing.results import add_result_layers, summarise
+
+    path = tmp_path / "run_classes.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8",
+        crs="EPSG:32631", transform=from_origin(0, 40, 10, 10),
+    ) as dst:  # fmt: skip
+        dst.write(np.zeros((1, 4, 4), np.uint8))
+    areas = [{"name": "water", "pixels": 16, "hectares": 0.16, "percent": 100.0}]
+    result = {
+        "task": "landcover",
+        "outputs": {"classes": str(path), "report": str(tmp_path / "run_report.json")},
+        "summary": {"areas": areas, "demo_weights": True, "timings_s": {"total": 1.0}},
+    }
+    added = add_result_layers(result, QgsProject.instance())
+    assert [layer.name() for layer in added] == [f"Land cover ({DEMO_LABEL})"]
+    assert summarise(result).text.endswith(f"Made with {DEMO_LABEL}.")
+    result["summary"]["demo_weights"] = False
+    assert "DEMO" not in summarise(result).text
+
+
+def test_layers_of_the_same_name_are_told_apart(dock, tmp_path):
+    """Issue 13: one file name per modality folder gives layers of one name; under each picker
+    the folder, bands, CRS and size say which is which."""
+    from faultcases import write_raster
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for folder, bands in (("S2L1C", 13), ("S1RTC", 2), ("DEM", 1)):
+        (tmp_path / folder).mkdir()
+        data = rng.integers(0, 3000, (bands, 32, 32)).astype("uint16")
+        files[folder] = write_raster(tmp_path / folder / "637U_59R_1_3.tif", data, 10)
+    panel = dock.landcover
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("amm_fusenet_s2_s1_dem"))
+    for key, folder in (("s2", "S2L1C"), ("s1", "S1RTC"), ("dem", "DEM")):
+        panel.layer_combos[key].setLayer(_add(files[folder], "637U_59R_1_3"))
+    details = {key: panel.layer_details[key].text() for key in ("s2", "s1", "dem")}
+    assert details["s2"].startswith("S2L1C/ · 13 bands · EPSG:32631 · 32 × 32 px")
+    assert details["s1"].startswith("S1RTC/ · 2 bands")
+    assert details["dem"].startswith("DEM/ · 1 band ·")
+    assert "S1RTC" in panel.layer_combos["s1"].toolTip()
