@@ -17,6 +17,7 @@ from typing import Callable
 __all__ = [
     "BANDS_BY_POSITION",
     "INPUT_VALUES",
+    "RADIOMETRIC_OFFSET",
     "WEIGHTS_UNVERIFIED",
     "RunWarning",
     "WarningCallback",
@@ -28,6 +29,8 @@ BANDS_BY_POSITION = "bands_by_position"
 INPUT_VALUES = "input_values"
 #: The weights file's metadata is covered by no checksum (an old file without its sidecar).
 WEIGHTS_UNVERIFIED = "weights_unverified"
+#: An additive radiometric offset (Sentinel-2 baseline 04.00) was found and subtracted.
+RADIOMETRIC_OFFSET = "radiometric_offset"
 
 
 @dataclass(frozen=True)

@@ -374,11 +374,6 @@ def _scenes(groups: Optional[Sequence[Sequence[str]]], args: argparse.Namespace)
     return scenes
 
 
-def model_band_names(spec: Any) -> tuple[tuple[str, ...], ...]:
-    """The model's band names of each input of a scene: per modality, or the pair's two dates."""
-    return get_task(spec.task).input_band_names(spec)
-
-
 def _chips(scenes: list[Any], args: argparse.Namespace, spec: Any) -> Any:
     from .datasets import RasterChipDataset
 
@@ -389,7 +384,7 @@ def _chips(scenes: list[Any], args: argparse.Namespace, spec: Any) -> Any:
         min_labelled_fraction=args.min_labelled,
         nearest_inputs=get_task(spec.task).nearest_inputs(spec),
         preload=args.preload,
-        band_names=model_band_names(spec),
+        modalities=get_task(spec.task).input_modalities(spec),
     )
     for warning in dataset.warnings:
         sys.stderr.write(f"landfuse: warning: {warning.message}\n")

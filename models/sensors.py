@@ -115,6 +115,11 @@ class Sensor:
         mean: Typical per-band mean (``()`` when not known), in band order.
         std: Typical per-band standard deviation, in band order.
         statistics_source: Where ``mean``/``std`` come from.
+        offset_metadata: Product metadata files that state an additive radiometric offset
+            (Sentinel-2 ``MTD_MSIL1C.xml``/``MTD_MSIL2A.xml``), and the XML tags that hold it.
+        offset_probe: ``(band, threshold, offset)``: without metadata, a file whose band's 1st
+            percentile reaches ``threshold`` carries the additive ``offset`` (Sentinel-2 L1C's
+            B10 cirrus is dark, under ~200, unless processing baseline 04.00 added 1000).
     """
 
     key: str
@@ -125,6 +130,8 @@ class Sensor:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     statistics_source: str = ""
+    offset_metadata: tuple[tuple[str, str], ...] = ()
+    offset_probe: Optional[tuple[str, float, float]] = None
 
     def __post_init__(self) -> None:
         if not self.bands:
@@ -237,6 +244,9 @@ SENTINEL2_L1C = Sensor(
     unit=_S2,
     bands=_S2_BANDS,
     value_range=(0.0, 10000.0),
+    # Processing baseline 04.00 (January 2022 on) adds 1000 to every L1C digital number.
+    offset_metadata=(("MTD_MSIL1C.xml", "RADIO_ADD_OFFSET"),),
+    offset_probe=("B10", 900.0, 1000.0),
     # The global means/stds published with the SSL4EO-S12 dataset (Wang et al. 2023, 50k-patch
     # sample, v1.0), rounded; band order B01..B08, B8A, B09..B12.
     mean=(
@@ -257,6 +267,7 @@ SENTINEL2_L2A = Sensor(
     unit=_S2,
     bands=tuple(b for b in _S2_BANDS if b.name != "B10"),
     value_range=(0.0, 10000.0),
+    offset_metadata=(("MTD_MSIL2A.xml", "BOA_ADD_OFFSET"),),
 )
 
 SENTINEL1_GRD = Sensor(

@@ -290,7 +290,7 @@ class _TrainAlgorithm(LandFuseAlgorithm):
                 [scene],
                 chip_size=chip,
                 nearest_inputs=self.task.nearest_inputs(spec),
-                band_names=self.task.input_band_names(spec),
+                modalities=self.task.input_modalities(spec),
             )
             for warning in dataset.warnings:
                 self.push_warning(feedback, warning.message)

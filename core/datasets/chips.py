@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -19,7 +19,9 @@ import rasterio.crs
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
+from ...models.sensors import sensor_of
 from ..band_mapping import MATCHED_BY_POSITION, FileBands, resolve_bands
+from ..radiometry import find_offset
 from ..raster import (
     Grid,
     SourceInfo,
@@ -29,7 +31,7 @@ from ..raster import (
     select_bands,
 )
 from ..requests import RasterSource
-from ..run_warnings import BANDS_BY_POSITION, RunWarning
+from ..run_warnings import BANDS_BY_POSITION, RADIOMETRIC_OFFSET, RunWarning
 from ..tiling import axis_starts
 from .base import VECTOR_EXTENSIONS, DatasetError, LabelledDataset, RawSample, remap_labels
 
@@ -259,6 +261,8 @@ class _OpenPlan:
     bands: tuple[tuple[int, ...], ...]
     resampling: str
     order: Optional[tuple[int, ...]] = None
+    #: Subtracted before anything else (a radiometric offset, :mod:`landfuse.core.radiometry`).
+    offset: float = 0.0
 
 
 class RasterChipDataset(LabelledDataset):
@@ -289,6 +293,9 @@ class RasterChipDataset(LabelledDataset):
             description, else by position), so a model learns the bands in the order it will
             be given them when mapping. Bands matched by position are listed in
             :attr:`warnings`. Empty: every band of every file, in file order.
+        modalities: The model's modality of each input (``Task.input_modalities``), instead of
+            ``band_names``: their sensors also name band files by their file names and find
+            radiometric offsets, harmonised as the engine harmonises them when mapping.
 
     Raises:
         DatasetError: A vector cannot be read, or no chip has labels.
@@ -305,6 +312,7 @@ class RasterChipDataset(LabelledDataset):
         ignore_index: int = 255,
         preload: bool = False,
         band_names: Sequence[Sequence[str]] = (),
+        modalities: Sequence[Any] = (),
     ) -> None:
         if not scenes:
             raise DatasetError("Give at least one scene (input rasters and labels).")
@@ -313,7 +321,9 @@ class RasterChipDataset(LabelledDataset):
         self.stride = int(stride or chip_size)
         self.ignore_index = ignore_index
         self.nearest_inputs = frozenset(nearest_inputs)
-        self.band_names = tuple(tuple(names) for names in band_names)
+        self.modalities = tuple(modalities)
+        names = band_names or [m.band_names for m in self.modalities]
+        self.band_names = tuple(tuple(n) for n in names)
         #: Findings the user must read (bands matched by position), one per scene input.
         self.warnings: list[RunWarning] = []
         self._grids: list[Grid] = []
@@ -374,7 +384,54 @@ class RasterChipDataset(LabelledDataset):
             self._open_plan(scene, i, sources, group)
             for i, (sources, group) in enumerate(zip(all_sources, infos))
         )
+        plans = tuple(
+            self._with_offset(scene, i, plan, group, reference.grid, pixel_grid)
+            for i, (plan, group) in enumerate(zip(plans, infos))
+        )
         return reference.grid, pixel_grid, plans
+
+    def _with_offset(
+        self,
+        scene: RasterScene,
+        index: int,
+        plan: _OpenPlan,
+        infos: Sequence[SourceInfo],
+        grid: Grid,
+        pixel_grid: bool,
+    ) -> _OpenPlan:
+        """The plan with the radiometric offset of the input's files (their metadata, else
+        the sensor's probe band), which the engine would subtract when mapping them."""
+        sensor = sensor_of(self.modalities[index]) if index < len(self.modalities) else None
+        if sensor is None or not (sensor.offset_metadata or sensor.offset_probe):
+            return plan
+        stack = open_aligned(plan.sources, plan.bands, grid, plan.resampling, pixel_grid, None)
+        try:
+            values = [
+                band
+                for source in stack.sources
+                for band in source.sample_values(Window(0, 0, grid.width, grid.height))
+            ]
+        finally:
+            stack.close()
+        ordered = [values[i] for i in (plan.order or range(len(values)))]
+        found = find_offset(
+            [i.path for i in infos],
+            sensor.offset_metadata,
+            sensor.offset_probe,
+            self.band_names[index],
+            ordered,
+        )
+        if found is None:
+            return plan
+        self.warnings.append(
+            RunWarning(
+                RADIOMETRIC_OFFSET,
+                f"Scene {scene.title}, input {index + 1}: an offset of +{found.value:g} "
+                f"({found.evidence}) was subtracted, as when mapping.",
+                str(index + 1),
+            )
+        )
+        return replace(plan, offset=found.value)
 
     def _open_plan(
         self,
@@ -388,7 +445,11 @@ class RasterChipDataset(LabelledDataset):
             bands = tuple(select_bands(info, s.bands) for info, s in zip(infos, sources))
             return _OpenPlan(sources, bands, resampling)
         names = self.band_names[index]
-        files = [FileBands(i.path, i.descriptions, tuple(s.bands)) for i, s in zip(infos, sources)]
+        sensor = sensor_of(self.modalities[index]) if index < len(self.modalities) else None
+        files = [
+            FileBands(i.path, i.descriptions, tuple(s.bands), sensor=sensor)
+            for i, s in zip(infos, sources)
+        ]
         resolved = resolve_bands(files, names)
         if len(resolved.choices) != len(names):
             raise DatasetError(
@@ -428,6 +489,8 @@ class RasterChipDataset(LabelledDataset):
                 data, ok = stack.read(window)
             finally:
                 stack.close()
+            if plan.offset:
+                data = np.maximum(data - np.float32(plan.offset), np.float32(0.0))
             data[:, ~ok] = 0.0
             inputs.append(data)
             valid &= ok

@@ -62,6 +62,15 @@ def input_report(plan: Plan) -> list[dict[str, Any]]:
                     "resampled": bool(warped.get(info.path, False)),
                     "normalisation": group.modality.normalisation.mode,
                     "band_matching": group.matched,
+                    "radiometric_offset": (
+                        None
+                        if group.offset is None
+                        else {
+                            "value": group.offset.value,
+                            "source": group.offset.source,
+                            "evidence": group.offset.evidence,
+                        }
+                    ),
                 }
             )
     return entries

@@ -1,0 +1,114 @@
+"""Radiometric offsets of the inputs, harmonised before normalisation (issue 13, part 2).
+
+Sentinel-2 processing baseline 04.00 (products from 25 January 2022 on) adds 1000 to every
+digital number (``RADIO_ADD_OFFSET`` −1000 in ``MTD_MSIL1C.xml``, ``BOA_ADD_OFFSET`` in
+``MTD_MSIL2A.xml``). A network trained on older products, or on harmonised ones, sees every
+band 1000 too bright. For a modality whose sensor table names such metadata
+(:attr:`~landfuse.models.sensors.Sensor.offset_metadata`), :func:`find_offset` looks for the
+product's metadata file beside the input files (up to the ``.SAFE`` root) and reads the offset;
+without metadata, a sensor's probe band (:attr:`~landfuse.models.sensors.Sensor.offset_probe`,
+Sentinel-2 L1C's dark B10 cirrus band) tells offset data from data without it. The engine then
+subtracts the offset before normalisation and says so in a warning and the report.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = ["Offset", "detect_offset", "find_offset", "metadata_offset"]
+
+#: How many folders above an input file the product's metadata file is looked for
+#: (``<product>.SAFE/GRANULE/<granule>/IMG_DATA/R10m/x.jp2``: four).
+_LEVELS_UP = 5
+
+
+@dataclass(frozen=True)
+class Offset:
+    """An additive offset found in a modality's files.
+
+    Attributes:
+        value: What is subtracted from the digital numbers (1000 for baseline 04.00).
+        source: ``"metadata"`` or ``"detected"``.
+        evidence: The metadata file, or the statistic that revealed it.
+    """
+
+    value: float
+    source: str
+    evidence: str
+
+
+def metadata_offset(path: str, files: Sequence[tuple[str, str]]) -> Optional[Offset]:
+    """The offset the product metadata of ``path`` states, or None without such a file.
+
+    Args:
+        path: An input file.
+        files: ``(metadata file name, XML tag)`` pairs the sensor names.
+    """
+    folder = Path(path).resolve().parent
+    for _ in range(_LEVELS_UP):
+        for name, tag in files:
+            candidate = folder / name
+            if candidate.is_file():
+                return _read_offset(candidate, tag)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    return None
+
+
+def _read_offset(path: Path, tag: str) -> Optional[Offset]:
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        return None
+    values = {float(e.text) for e in root.iter() if e.tag.endswith(tag) and e.text}
+    baseline = next((e.text for e in root.iter() if e.tag.endswith("PROCESSING_BASELINE")), "")
+    if not values:  # an older baseline states no offset: there is none
+        return Offset(0.0, "metadata", f"{path.name} (processing baseline {baseline or '?'})")
+    value = -min(values)  # the metadata gives the offset to add (−1000)
+    return Offset(value, "metadata", f"{path.name} (processing baseline {baseline or '?'})")
+
+
+def detect_offset(
+    band_names: Sequence[str], samples: Sequence[np.ndarray], probe: tuple[str, float, float]
+) -> Optional[Offset]:
+    """The offset the probe band's sampled values reveal, or None.
+
+    Args:
+        band_names: The model bands of the samples, in order.
+        samples: Valid sampled values of each band.
+        probe: ``(band, threshold, offset)`` from the sensor table.
+    """
+    band, threshold, value = probe
+    if band not in band_names:
+        return None
+    values = samples[list(band_names).index(band)]
+    if values.size == 0:
+        return None
+    low = float(np.percentile(values, 1))
+    if low < threshold:
+        return None
+    return Offset(value, "detected", f"{band} 1st percentile {low:.0f}, at least {threshold:.0f}")
+
+
+def find_offset(
+    paths: Sequence[str],
+    metadata: Sequence[tuple[str, str]],
+    probe: Optional[tuple[str, float, float]],
+    band_names: Sequence[str],
+    samples: Sequence[np.ndarray],
+) -> Optional[Offset]:
+    """The offset of one modality's files: their metadata first, else the probe band."""
+    if metadata:
+        for path in paths:
+            found = metadata_offset(path, metadata)
+            if found is not None:
+                return found if found.value else None
+    if probe is not None:
+        return detect_offset(band_names, samples, probe)
+    return None
