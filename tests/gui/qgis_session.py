@@ -95,8 +95,14 @@ def run_from_dock(dock, kind: str, spec: dict) -> None:
         "tables_visible": bool(panel.tables) and all(t.isVisible() for t in panel.tables.values()),
         "rows": sum(t.rowCount() for t in panel.tables.values()),
     }
+    area = dock.tabs.currentWidget()
+    if hasattr(area, "ensureWidgetVisible"):  # the tab scrolls: bring the tables into view
+        area.ensureWidgetVisible(next(iter(panel.tables.values()), panel.mapping_box), 0, 0)
+        settle(0.3)
     shot(dock, f"dock_{kind}_bands.png")
     panel.mapping_box.setCollapsed(True)
+    if hasattr(area, "verticalScrollBar"):
+        area.verticalScrollBar().setValue(0)
     settle(0.5)
     shot(dock, f"dock_{kind}_before.png")
     dock.run_button.click()
