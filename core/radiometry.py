@@ -7,8 +7,10 @@ band 1000 too bright. For a modality whose sensor table names such metadata
 (:attr:`~landfuse.models.sensors.Sensor.offset_metadata`), :func:`find_offset` looks for the
 product's metadata file beside the input files (up to the ``.SAFE`` root) and reads the offset;
 without metadata, a sensor's probe band (:attr:`~landfuse.models.sensors.Sensor.offset_probe`,
-Sentinel-2 L1C's dark B10 cirrus band) tells offset data from data without it. The engine then
-subtracts the offset before normalisation and says so in a warning and the report.
+Sentinel-2 L1C's dark B10 cirrus band) tells offset data from data without it. Sentinel-1
+backscatter delivered in linear power where the model takes dB (every value positive, medians
+below 1) is converted with 10·log10. The engine (and the training chips) apply what was found
+before normalisation and say so in a warning and the report.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Offset", "detect_offset", "find_offset", "metadata_offset"]
+__all__ = [
+    "Offset",
+    "detect_linear_power",
+    "detect_offset",
+    "find_harmonisation",
+    "find_offset",
+    "metadata_offset",
+]
 
 #: How many folders above an input file the product's metadata file is looked for
 #: (``<product>.SAFE/GRANULE/<granule>/IMG_DATA/R10m/x.jp2``: four).
@@ -29,17 +38,41 @@ _LEVELS_UP = 5
 
 @dataclass(frozen=True)
 class Offset:
-    """An additive offset found in a modality's files.
+    """How a modality's values are harmonised to what the model takes, and why.
 
     Attributes:
-        value: What is subtracted from the digital numbers (1000 for baseline 04.00).
+        value: ``kind == "offset"``: what is subtracted from the digital numbers (1000 for
+            baseline 04.00); ``"to_db"``: unused (0).
         source: ``"metadata"`` or ``"detected"``.
         evidence: The metadata file, or the statistic that revealed it.
+        kind: ``"offset"`` (subtract ``value``, clip at 0) or ``"to_db"`` (linear power to
+            decibels, 10·log10).
     """
 
     value: float
     source: str
     evidence: str
+    kind: str = "offset"
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        """The harmonised values (float32)."""
+        if self.kind == "to_db":
+            return (10.0 * np.log10(np.maximum(data, np.float32(1e-6)))).astype(np.float32)
+        return np.maximum(data - np.float32(self.value), np.float32(0.0))
+
+    def describe(self, what: str) -> str:
+        """What was done, for the warning."""
+        how = "stated by" if self.source == "metadata" else "detected from"
+        if self.kind == "to_db":
+            return (
+                f"The {what} values are backscatter in linear power ({how} {self.evidence}), "
+                "but the model takes dB: they were converted with 10 x log10(value)."
+            )
+        return (
+            f"The {what} values carry an offset of +{self.value:g} ({how} {self.evidence}), as "
+            f"products of processing baseline 04.00 and later do: {self.value:g} was subtracted "
+            "before normalisation (values below it became 0)."
+        )
 
 
 def metadata_offset(path: str, files: Sequence[tuple[str, str]]) -> Optional[Offset]:
@@ -94,6 +127,38 @@ def detect_offset(
     if low < threshold:
         return None
     return Offset(value, "detected", f"{band} 1st percentile {low:.0f}, at least {threshold:.0f}")
+
+
+def detect_linear_power(
+    band_names: Sequence[str], samples: Sequence[np.ndarray]
+) -> Optional[Offset]:
+    """Backscatter in linear power where dB is expected: every band positive (1st percentile
+    at least 0) with a median below 1 (dB backscatter is about -25 to 0)."""
+    stats = [
+        (name, float(np.percentile(v, 1)), float(np.median(v)))
+        for name, v in zip(band_names, samples)
+        if v.size
+    ]
+    if not stats or any(low < 0.0 or median >= 1.0 for _, low, median in stats):
+        return None
+    shown = ", ".join(f"{name} median {median:.3f}" for name, _, median in stats[:3])
+    return Offset(0.0, "detected", f"{shown}, all positive", kind="to_db")
+
+
+def find_harmonisation(
+    paths: Sequence[str], sensor: object, band_names: Sequence[str], samples: Sequence[np.ndarray]
+) -> Optional[Offset]:
+    """What the sensor's table says to look for in a modality's files: an additive offset
+    (metadata, else a probe band), or linear power where the sensor's unit is dB."""
+    metadata = getattr(sensor, "offset_metadata", ())
+    probe = getattr(sensor, "offset_probe", None)
+    if metadata or probe:
+        found = find_offset(paths, metadata, probe, band_names, samples)
+        if found is not None:
+            return found
+    if getattr(sensor, "linear_power_probe", False):
+        return detect_linear_power(band_names, samples)
+    return None
 
 
 def find_offset(

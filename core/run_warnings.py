@@ -17,6 +17,7 @@ from typing import Callable
 __all__ = [
     "BANDS_BY_POSITION",
     "INPUT_VALUES",
+    "LINEAR_TO_DB",
     "RADIOMETRIC_OFFSET",
     "WEIGHTS_UNVERIFIED",
     "RunWarning",
@@ -31,6 +32,8 @@ INPUT_VALUES = "input_values"
 WEIGHTS_UNVERIFIED = "weights_unverified"
 #: An additive radiometric offset (Sentinel-2 baseline 04.00) was found and subtracted.
 RADIOMETRIC_OFFSET = "radiometric_offset"
+#: Backscatter in linear power was converted to the dB the model takes.
+LINEAR_TO_DB = "linear_to_db"
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,8 @@ class Sensor:
         offset_probe: ``(band, threshold, offset)``: without metadata, a file whose band's 1st
             percentile reaches ``threshold`` carries the additive ``offset`` (Sentinel-2 L1C's
             B10 cirrus is dark, under ~200, unless processing baseline 04.00 added 1000).
+        linear_power_probe: Its unit is dB but products in linear power exist: values all
+            positive with medians below 1 are converted (10·log10).
     """
 
     key: str
@@ -132,6 +134,7 @@ class Sensor:
     statistics_source: str = ""
     offset_metadata: tuple[tuple[str, str], ...] = ()
     offset_probe: Optional[tuple[str, float, float]] = None
+    linear_power_probe: bool = False
 
     def __post_init__(self) -> None:
         if not self.bands:
@@ -279,6 +282,7 @@ SENTINEL1_GRD = Sensor(
         SensorBand("VH", "Sentinel-1 backscatter, VH polarisation", 10, None, ("sigma0vh",)),
     ),
     value_range=(-50.0, 10.0),
+    linear_power_probe=True,
 )
 
 DEM = Sensor(

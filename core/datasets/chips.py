@@ -21,7 +21,7 @@ from rasterio.windows import Window
 
 from ...models.sensors import sensor_of
 from ..band_mapping import MATCHED_BY_POSITION, FileBands, resolve_bands
-from ..radiometry import find_offset
+from ..radiometry import Offset, find_harmonisation
 from ..raster import (
     Grid,
     SourceInfo,
@@ -31,7 +31,7 @@ from ..raster import (
     select_bands,
 )
 from ..requests import RasterSource
-from ..run_warnings import BANDS_BY_POSITION, RADIOMETRIC_OFFSET, RunWarning
+from ..run_warnings import BANDS_BY_POSITION, LINEAR_TO_DB, RADIOMETRIC_OFFSET, RunWarning
 from ..tiling import axis_starts
 from .base import VECTOR_EXTENSIONS, DatasetError, LabelledDataset, RawSample, remap_labels
 
@@ -261,8 +261,9 @@ class _OpenPlan:
     bands: tuple[tuple[int, ...], ...]
     resampling: str
     order: Optional[tuple[int, ...]] = None
-    #: Subtracted before anything else (a radiometric offset, :mod:`landfuse.core.radiometry`).
-    offset: float = 0.0
+    #: Applied before anything else (an offset, linear power to dB:
+    #: :mod:`landfuse.core.radiometry`), as the engine applies it.
+    harmonisation: Optional[Offset] = None
 
 
 class RasterChipDataset(LabelledDataset):
@@ -402,7 +403,9 @@ class RasterChipDataset(LabelledDataset):
         """The plan with the radiometric offset of the input's files (their metadata, else
         the sensor's probe band), which the engine would subtract when mapping them."""
         sensor = sensor_of(self.modalities[index]) if index < len(self.modalities) else None
-        if sensor is None or not (sensor.offset_metadata or sensor.offset_probe):
+        if sensor is None or not (
+            sensor.offset_metadata or sensor.offset_probe or sensor.linear_power_probe
+        ):
             return plan
         stack = open_aligned(plan.sources, plan.bands, grid, plan.resampling, pixel_grid, None)
         try:
@@ -414,24 +417,13 @@ class RasterChipDataset(LabelledDataset):
         finally:
             stack.close()
         ordered = [values[i] for i in (plan.order or range(len(values)))]
-        found = find_offset(
-            [i.path for i in infos],
-            sensor.offset_metadata,
-            sensor.offset_probe,
-            self.band_names[index],
-            ordered,
-        )
+        found = find_harmonisation([i.path for i in infos], sensor, self.band_names[index], ordered)
         if found is None:
             return plan
-        self.warnings.append(
-            RunWarning(
-                RADIOMETRIC_OFFSET,
-                f"Scene {scene.title}, input {index + 1}: an offset of +{found.value:g} "
-                f"({found.evidence}) was subtracted, as when mapping.",
-                str(index + 1),
-            )
-        )
-        return replace(plan, offset=found.value)
+        code = RADIOMETRIC_OFFSET if found.kind == "offset" else LINEAR_TO_DB
+        what = f"scene {scene.title}, input {index + 1}"
+        self.warnings.append(RunWarning(code, found.describe(what), str(index + 1)))
+        return replace(plan, harmonisation=found)
 
     def _open_plan(
         self,
@@ -489,8 +481,8 @@ class RasterChipDataset(LabelledDataset):
                 data, ok = stack.read(window)
             finally:
                 stack.close()
-            if plan.offset:
-                data = np.maximum(data - np.float32(plan.offset), np.float32(0.0))
+            if plan.harmonisation is not None:
+                data = plan.harmonisation.apply(data)
             data[:, ~ok] = 0.0
             inputs.append(data)
             valid &= ok

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from affine import Affine
 from rasterio.windows import Window
@@ -46,7 +45,7 @@ from ..input_checks import BandSample, check_modality_values
 from ..normalisation import check_normalisation
 from ..products import Product
 from ..protection import request_protected_files
-from ..radiometry import Offset, find_offset
+from ..radiometry import Offset, find_harmonisation
 from ..raster import (
     AlignedStack,
     AreaMask,
@@ -62,7 +61,7 @@ from ..raster import (
 )
 from ..requests import Request
 from ..run_options import resolve_overlap
-from ..run_warnings import BANDS_BY_POSITION, RADIOMETRIC_OFFSET, RunWarning
+from ..run_warnings import BANDS_BY_POSITION, LINEAR_TO_DB, RADIOMETRIC_OFFSET, RunWarning
 from ..tasks import Task, task_of
 from ..tiling import TileLayout, plan_tiles
 from ..writers import OutputSet, ProductSpec, check_free_space
@@ -133,7 +132,7 @@ class InputGroup:
     order: Optional[tuple[int, ...]] = None
     matched: str = ""
     stack: Optional[AlignedStack] = None
-    #: Subtracted from the values before normalisation (a radiometric offset), and why.
+    #: Applied to the values before normalisation (an offset, linear power to dB), and why.
     offset: Optional[Offset] = None
 
 
@@ -506,9 +505,9 @@ def _check_values(plan: Plan, group: InputGroup, window: Window) -> None:
     order = group.order or tuple(range(len(samples_by_read)))
     names = group.modality.band_names
     values = [samples_by_read[i][2] for i in order]
-    _find_offset(plan, group, values)
+    _find_harmonisation(plan, group, values)
     if group.offset is not None:
-        values = [np.maximum(v - group.offset.value, 0.0) for v in values]
+        values = [group.offset.apply(v) for v in values]
     samples = [
         BandSample(name, unit, samples_by_read[i][1], samples_by_read[i][0], value)
         for name, unit, i, value in zip(names, unit_names(group.modality), order, values)
@@ -517,27 +516,17 @@ def _check_values(plan: Plan, group: InputGroup, window: Window) -> None:
         plan.warn(warning.code, warning.message, warning.input)
 
 
-def _find_offset(plan: Plan, group: InputGroup, values: Sequence[Any]) -> None:
-    """A radiometric offset of the group's files (their metadata, else the sensor's probe
-    band): subtracted before normalisation, and said."""
+def _find_harmonisation(plan: Plan, group: InputGroup, values: Sequence[Any]) -> None:
+    """What the group's sensor table says to harmonise (an offset in its metadata or shown by a
+    probe band, linear power where the model takes dB): applied before normalisation, said."""
     sensor = sensor_of(group.modality)
-    if sensor is None or not (sensor.offset_metadata or sensor.offset_probe):
+    if sensor is None:
         return
-    found = find_offset(
-        [info.path for info in group.infos],
-        sensor.offset_metadata,
-        sensor.offset_probe,
-        group.modality.band_names,
-        values,
+    found = find_harmonisation(
+        [info.path for info in group.infos], sensor, group.modality.band_names, values
     )
     if found is None:
         return
     group.offset = found
-    how = "stated by" if found.source == "metadata" else "detected from"
-    plan.warn(
-        RADIOMETRIC_OFFSET,
-        f"The {group.label} values carry an offset of +{found.value:g} ({how} {found.evidence}), "
-        f"as {sensor.title} products of processing baseline 04.00 and later do: {found.value:g} "
-        "was subtracted before normalisation (values below it became 0).",
-        group.label,
-    )
+    code = RADIOMETRIC_OFFSET if found.kind == "offset" else LINEAR_TO_DB
+    plan.warn(code, found.describe(group.label), group.label)

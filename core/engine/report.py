@@ -62,10 +62,11 @@ def input_report(plan: Plan) -> list[dict[str, Any]]:
                     "resampled": bool(warped.get(info.path, False)),
                     "normalisation": group.modality.normalisation.mode,
                     "band_matching": group.matched,
-                    "radiometric_offset": (
+                    "harmonised": (
                         None
                         if group.offset is None
                         else {
+                            "kind": group.offset.kind,
                             "value": group.offset.value,
                             "source": group.offset.source,
                             "evidence": group.offset.evidence,

@@ -14,17 +14,19 @@ import re
 from pathlib import Path
 
 import pytest
-from faultcases import Case, Kit, Run, cases_for, check_untouched, sha256_tree, snapshot
+from faultcases import (
+    WARNING_TEXT,
+    Case,
+    Kit,
+    Run,
+    cases_for,
+    check_untouched,
+    sha256_tree,
+    snapshot,
+)
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 pytestmark = pytest.mark.qgis
-
-#: What a warning says in the Processing log, by code.
-WARNING_TEXT = {
-    "bands_by_position": r"matched to the model's by their position",
-    "input_values": r"(but the model takes|far from those the model)",
-    "weights_unverified": r"no checksum",
-}
 
 
 class RecordingFeedback(QgsProcessingFeedback):

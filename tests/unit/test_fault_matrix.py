@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from faultcases import (
     EXIT_INPUT,
+    WARNING_TEXT,
     Case,
     Kit,
     cases_for,
@@ -33,13 +34,6 @@ from landfuse.models import errors as model_errors
 from landfuse.models.errors import LandFuseError
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
-
-#: What a warning says on the command line, by code: the user must be able to tell them apart.
-WARNING_TEXT = {
-    "bands_by_position": r"matched to the model's by their position",
-    "input_values": r"(but the model takes|far from those the model)",
-    "weights_unverified": r"no checksum",
-}
 
 
 def _error_class(name: str) -> type[BaseException]:

@@ -113,7 +113,7 @@ def test_the_terramind_tiles_with_the_offset_are_found_and_harmonised(
             )
             entry = result.report["inputs"][0]
             codes = [w["code"] for w in result.report["warnings"]]
-            found[tile.stem] = (entry["radiometric_offset"] or {}).get("value")
+            found[tile.stem] = (entry["harmonised"] or {}).get("value")
             assert ("radiometric_offset" in codes) is (found[tile.stem] is not None)
             assert min(seen) < 200  # harmonised: B10 is dark again where it had the offset
             seen.clear()
@@ -149,3 +149,51 @@ def test_training_chips_are_harmonised_as_the_engine_maps(realdata):
         offsets = [w for w in chips.warnings if w.code == "radiometric_offset"]
         assert bool(offsets) is (stem == "282D_485L_3_3")
     assert lows["282D_485L_3_3"] < 200 and lows["637U_59R_1_3"] < 200
+
+
+def test_linear_power_is_converted_to_the_db_the_model_takes(tmp_path, monkeypatch):
+    """Sentinel-1 in linear power (all positive, medians below 1) is turned into dB before
+    normalisation, said once, and recorded; dB input is left as it is."""
+    from faultcases import write_raster
+
+    from landfuse.models.registry import get_model_spec
+
+    spec = get_model_spec("amm_fusenet_s2_s1_hunan")
+    bounds = NormalisationSpec("fixed_bounds", lower=(-50.0, -50.0), upper=(10.0, 10.0))
+    raw = replace(spec.modalities[1], normalisation=bounds)
+    one = replace(spec, name="stub_s1", architecture="stub_landcover", modalities=(raw,))
+    seen = []
+
+    class Spy(PixelNet):
+        def predict(self, *inputs):
+            seen.append(float(inputs[0].median()))
+            return super().predict(*inputs)
+
+    net = Spy([2], len(spec.classes))
+    monkeypatch.setattr(
+        engine.plan, "load_network", lambda s, w, d, warn=None: (net, s, "0" * 64, {})
+    )
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"stub")
+    db = np.random.default_rng(4).normal(-13, 2.5, (2, 64, 64)).astype("float32")
+    runs = {}
+    with registered(one):
+        for name, data in (("linear", 10 ** (db / 10)), ("db", db)):
+            path = write_raster(tmp_path / f"{name}.tif", data.astype("float32"), 10,
+                                descriptions=("VV", "VH"))  # fmt: skip
+            result = engine.run(
+                LandCoverRequest(
+                    inputs=(ModalityInput("s1", str(path)),),
+                    model="stub_s1",
+                    weights=str(weights),
+                    output_dir=str(tmp_path / name),
+                    tile=64,
+                    precision="fp32",
+                )
+            )
+            runs[name] = (result.report, seen[-1])
+    linear, db_run = runs["linear"], runs["db"]
+    assert [w["code"] for w in linear[0]["warnings"]] == ["linear_to_db"]
+    assert linear[0]["inputs"][0]["harmonised"]["kind"] == "to_db"
+    assert db_run[0]["warnings"] == [] and db_run[0]["inputs"][0]["harmonised"] is None
+    assert linear[1] == pytest.approx(db_run[1], abs=1e-3)  # the network saw the same dB
