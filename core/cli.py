@@ -106,8 +106,9 @@ def _add_option(group: Any, option: RunOption) -> None:
 def _add_slots(parser: argparse.ArgumentParser, task: Task, specs: Sequence[Any]) -> None:
     """One ``--<slot>`` flag per input slot of the task's models (and its band selection)."""
     inputs = parser.add_argument_group(
-        "inputs (give the ones the model takes; each may be one multi-band file or one file per "
-        "band, in the model's band order)"
+        "inputs (give the ones the model takes; each may be one multi-band file, its band files "
+        "in any order (named ..._B02.tif, ..._B8A.jp2), or a folder of them such as a Sentinel-2 "
+        ".SAFE product)"
     )
     for slot in task.slot_keys(specs):
         inputs.add_argument(

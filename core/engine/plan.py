@@ -31,6 +31,7 @@ from ...models.sensors import sensor_of
 from ...models.specs import ModalitySpec, NormalisationSpec
 from ...models.state_dicts import check_weights_path
 from ...models.weights_info import mismatch_message, peek_weights
+from ..band_files import expand_folders
 from ..band_mapping import MATCHED_BY_POSITION, FileBands, resolve_bands
 from ..device import ExecutionTarget, resolve_target
 from ..errors import (
@@ -59,7 +60,7 @@ from ..raster import (
     intersect_windows,
     open_aligned,
 )
-from ..requests import Request
+from ..requests import RasterSource, Request
 from ..run_options import resolve_overlap
 from ..run_warnings import BANDS_BY_POSITION, LINEAR_TO_DB, RADIOMETRIC_OFFSET, RunWarning
 from ..tasks import Task, task_of
@@ -332,6 +333,24 @@ def _work_window(groups: Sequence[InputGroup], grid: Grid, task: Task) -> Window
     return window
 
 
+def _expanded(sources: Sequence[RasterSource], modality: ModalitySpec) -> tuple[RasterSource, ...]:
+    """The sources with each folder (a .SAFE product, a folder of band files) replaced by its
+    band files (:func:`~landfuse.core.band_files.expand_folders`)."""
+    out: list[RasterSource] = []
+    for source in sources:
+        if not os.path.isdir(source.path):
+            out.append(source)
+            continue
+        if source.bands:
+            raise RequestError(
+                f"{source.path} is a folder: its band files are found by their names, so a band "
+                "selection does not apply; leave it out, or give a stack."
+            )
+        files = expand_folders([source.path], sensor_of(modality))
+        out.extend(RasterSource(f, nodata=source.nodata) for f in files)
+    return tuple(out)
+
+
 def tile_layout(request: Request, spec: ModelSpec, grid: Grid, tile: int) -> TileLayout:
     """The tiles of a run for tile edge ``tile`` (the request's overlap when it fits)."""
     asked = request.overlap
@@ -361,7 +380,10 @@ def prepare(request: Request) -> Plan:
         )
     check_weights_path(request.weights)  # a folder or a sidecar: say which file to give
     spec = choose_model(request)
-    groups = [InputGroup(g.label, g.modality, g.sources) for g in task.source_groups(request, spec)]
+    groups = [
+        InputGroup(g.label, g.modality, _expanded(g.sources, g.modality))
+        for g in task.source_groups(request, spec)
+    ]
     # Inputs: readable, georeferenced (or pixel grid), bands.
     for group in groups:
         group.infos = tuple(inspect_raster(src.path) for src in group.sources)
