@@ -12,18 +12,23 @@ import os
 from typing import Any, Dict, List, Tuple
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
+    QgsRasterLayer,
 )
 
+from ..core.band_files import expand_folders
+from ..core.requests import RasterSource
 from ..core.tasks import Task, get_task
 from ..models.errors import LandFuseError
 from ..models.registry import get_model_spec, list_model_specs
@@ -71,10 +76,40 @@ class MappingAlgorithm(LandFuseAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:
         for slot in self.slots():
+            key = slot.key.upper()
             self.addParameter(
                 with_help(
-                    QgsProcessingParameterRasterLayer(slot.key.upper(), slot.title, optional=True),
-                    f"{slot.help} Give it when the model takes it.",
+                    QgsProcessingParameterRasterLayer(key, slot.title, optional=True),
+                    f"{slot.help} Give it when the model takes it (or its band files, or its "
+                    "folder, below).",
+                )
+            )
+            self.addParameter(
+                advanced(
+                    with_help(
+                        QgsProcessingParameterMultipleLayers(
+                            f"{key}_FILES",
+                            f"{slot.title}: band files",
+                            QgsProcessing.TypeRaster,
+                            optional=True,
+                        ),
+                        "One file per band, in any order: each is named by its file name "
+                        "(..._B02.tif, ..._B8A.jp2) and read at its own resolution.",
+                    )
+                )
+            )
+            self.addParameter(
+                advanced(
+                    with_help(
+                        QgsProcessingParameterFile(
+                            f"{key}_FOLDER",
+                            f"{slot.title}: folder (a .SAFE product or band files)",
+                            QgsProcessingParameterFile.Folder,
+                            optional=True,
+                        ),
+                        "A Sentinel-2 product folder (.SAFE) or a folder of band files: each band "
+                        "at its finest resolution, found by its file name.",
+                    )
                 )
             )
         for key, title in self.band_parameters():
@@ -137,6 +172,24 @@ class MappingAlgorithm(LandFuseAlgorithm):
             destination = with_help(destination, product.help)
             self.addParameter(destination if product.main else advanced(destination))
 
+    def slot_sources(self, parameters, context, key: str) -> Tuple[Any, ...]:
+        """What was given for a slot: its layer, its band files or its folder (one of them)."""
+        name = key.upper()
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        files = self.parameterAsLayerList(parameters, f"{name}_FILES", context)
+        folder = self.parameterAsFile(parameters, f"{name}_FOLDER", context)
+        given = [g for g in (layer, files, folder) if g]
+        if len(given) > 1:
+            raise QgsProcessingException(
+                f"Give the layer of {key}, its band files or its folder: only one of them."
+            )
+        bands = self.band_order(parameters, context, key)
+        if layer is not None:
+            return (self.source_for(layer, key, bands),)
+        if files:
+            return tuple(self.source_for(f, key) for f in files)
+        return (RasterSource(folder),) if folder else ()
+
     def checkParameterValues(self, parameters, context) -> Tuple[bool, str]:
         """Refuse weights of another model, and a model without the layers it takes, before
         the run (the dialog shows the message)."""
@@ -168,11 +221,7 @@ class MappingAlgorithm(LandFuseAlgorithm):
             )
         spec = get_model_spec(name)
         slots = self.task.slots(spec)
-        missing = [
-            s.title
-            for s in slots
-            if not self.parameterAsRasterLayer(parameters, s.key.upper(), context)
-        ]
+        missing = [s.title for s in slots if not self.slot_sources(parameters, context, s.key)]
         if missing:
             raise QgsProcessingException(
                 f"The model {spec.name} needs {', '.join(missing)}: give "
@@ -190,37 +239,30 @@ class MappingAlgorithm(LandFuseAlgorithm):
         self.require_torch()
         task = self.task
         spec, slots = self.chosen_model(parameters, context)
-        layers = {
-            s.key: self.parameterAsRasterLayer(parameters, s.key.upper(), context) for s in slots
-        }
+        sources = {s.key: self.slot_sources(parameters, context, s.key) for s in slots}
         unused = [
             s.title
             for s in self.slots()
-            if s.key not in layers
-            and self.parameterAsRasterLayer(parameters, s.key.upper(), context)
+            if s.key not in sources and self.slot_sources(parameters, context, s.key)
         ]
         if unused:
             self.push_warning(
                 feedback,
                 f"{spec.name} does not take {', '.join(unused)}: those layers are not used.",
             )
-        sources = {
-            key: (self.source_for(layer, key, self.band_order(parameters, context, key)),)
-            for key, layer in layers.items()
-        }
         destinations = {
             p.key: self.parameterAsOutputLayer(parameters, p.parameter, context)
             for p in task.products
         }
         main = destinations[task.main_product.key]
         folder = engine_folder(main)
-        reference = layers[next(s.key for s in slots if s.reference)]
+        reference = reference_crs(sources[next(s.key for s in slots if s.reference)])
         request = task.make_request(
             spec.name,
             self.parameterAsFile(parameters, self.WEIGHTS, context),
             sources,
             output_dir=folder,
-            aoi=area_of_interest(self, parameters, context, folder, reference.crs()),
+            aoi=area_of_interest(self, parameters, context, folder, reference),
             outputs=tuple(p.key for p in task.products if p.main or destinations[p.key]),
             name=task.name,
             overwrite=True,
@@ -244,6 +286,14 @@ class MappingAlgorithm(LandFuseAlgorithm):
             return results
         finally:
             cleanup_folder(folder)
+
+
+def reference_crs(sources: Tuple[RasterSource, ...]) -> QgsCoordinateReferenceSystem:
+    """The CRS of a slot's first file (a folder: its first band file), for the extent."""
+    path = sources[0].path
+    if os.path.isdir(path):
+        path = expand_folders([path], None)[0]
+    return QgsRasterLayer(path, "reference", "gdal").crs()
 
 
 class LandCoverAlgorithm(MappingAlgorithm):

@@ -308,3 +308,45 @@ def test_an_explicit_band_order_and_the_position_warning(provider, scenes, weigh
     assert [(e["band_matching"], e["bands"]) for e in report["inputs"]] == [
         ("explicit", [3, 2, 1])
     ] * 2
+
+
+@pytest.mark.realdata
+def test_band_files_and_folders_as_processing_inputs(provider, realdata, repo_root, tmp_path):
+    """Issue 13: the Rennes pair as delivered, as band files (any order) and as folders: the
+    same map, no stacking by hand."""
+    root = realdata / "oscd/Onera Satellite Change Detection dataset - Images/rennes"
+    common = {
+        "WEIGHTS": str(repo_root / "demo" / "weights" / "change_demo.pt"),
+        "TILE": 256,
+        "PRECISION": "fp32",
+    }
+    files = _run(
+        "changedetection",
+        {
+            **common,
+            "BEFORE_FILES": [str(p) for p in sorted((root / "imgs_1").glob("*.tif"))],
+            "AFTER_FILES": [str(p) for p in sorted((root / "imgs_2").glob("*.tif"))[::-1]],
+            "OUTPUT": str(tmp_path / "files.tif"),
+        },
+    )
+    folders = _run(
+        "changedetection",
+        {
+            **common,
+            "BEFORE_FOLDER": str(root / "imgs_1"),
+            "AFTER_FOLDER": str(root / "imgs_2"),
+            "OUTPUT": str(tmp_path / "folders.tif"),
+        },
+    )
+    report = json.loads(Path(folders["REPORT"]).read_text())
+    assert {e["band_matching"] for e in report["inputs"]} == {"file name"}
+    assert (report["grid"]["width"], report["grid"]["height"]) == (563, 339)
+    with rasterio.open(files["OUTPUT"]) as a, rasterio.open(folders["OUTPUT"]) as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    with pytest.raises(QgsProcessingException, match="only one of them"):
+        _run(
+            "changedetection",
+            {**common, "BEFORE_FOLDER": str(root / "imgs_1"),
+             "BEFORE": str(next((root / "imgs_1").glob("*.tif"))),
+             "AFTER_FOLDER": str(root / "imgs_2"), "OUTPUT": str(tmp_path / "x.tif")},
+        )  # fmt: skip
