@@ -13,11 +13,11 @@ reads the table without torch.
 from __future__ import annotations
 
 import importlib
-import types
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import ModelConfigError
+from .tables import Table
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -159,9 +159,9 @@ _ROWS: dict[str, Architecture] = {
         paper=_AMF_PAPER,
     ),
 }
-_BUILT_IN = frozenset(_ROWS)
+_TABLE: Table[Architecture] = Table("architecture", _ROWS.items())
 #: The rows, read-only for everyone but :func:`register_architecture`.
-ARCHITECTURES: Mapping[str, Architecture] = types.MappingProxyType(_ROWS)
+ARCHITECTURES: Mapping[str, Architecture] = _TABLE.view
 
 
 def register_architecture(row: Architecture) -> Architecture:
@@ -170,17 +170,12 @@ def register_architecture(row: Architecture) -> Architecture:
     Raises:
         ModelConfigError: when a row of that name exists.
     """
-    if row.name in _ROWS:
-        raise ModelConfigError(f"An architecture called {row.name!r} is already registered.")
-    _ROWS[row.name] = row
-    return row
+    return _TABLE.add(row.name, row)
 
 
 def unregister_architecture(name: str) -> None:
     """Remove a row added with :func:`register_architecture` (the built-in ones stay)."""
-    if name in _BUILT_IN:
-        raise ModelConfigError(f"{name!r} is a built-in architecture; it cannot be removed.")
-    _ROWS.pop(name, None)
+    _TABLE.remove(name)
 
 
 def get_architecture(name: str) -> Architecture:

@@ -14,7 +14,6 @@ network lazily.
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -31,6 +30,7 @@ from .specs import (
     ModalitySpec,
     NormalisationSpec,
 )
+from .tables import Table
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, torch is imported lazily
     import torch
@@ -382,13 +382,9 @@ _LITE_ENTRIES: tuple[ModelSpec, ...] = (
 )
 _ENTRIES = _ENTRIES + _LITE_ENTRIES
 
-_ENTRY_TABLE: dict[str, ModelSpec] = {}
-for _entry in _ENTRIES:
-    if _entry.name in _ENTRY_TABLE:  # pragma: no cover - guards against a copy-paste slip
-        raise ModelConfigError(f"Duplicate model name {_entry.name!r} in the registry.")
-    _ENTRY_TABLE[_entry.name] = _entry
+_ENTRY_TABLE: Table[ModelSpec] = Table("model", ((e.name, e) for e in _ENTRIES))
 #: The entries, read-only for everyone but :func:`register_model` / :func:`unregister_model`.
-_REGISTRY: Mapping[str, ModelSpec] = types.MappingProxyType(_ENTRY_TABLE)
+_REGISTRY: Mapping[str, ModelSpec] = _ENTRY_TABLE.view
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -400,17 +396,12 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     Raises:
         ModelConfigError: when an entry of that name exists.
     """
-    if spec.name in _ENTRY_TABLE:
-        raise ModelConfigError(f"A model called {spec.name!r} is already registered.")
-    _ENTRY_TABLE[spec.name] = spec
-    return spec
+    return _ENTRY_TABLE.add(spec.name, spec)
 
 
 def unregister_model(name: str) -> None:
     """Remove an entry added with :func:`register_model` (the built-in ones stay)."""
-    if any(e.name == name for e in _ENTRIES):
-        raise ModelConfigError(f"{name!r} is a built-in entry; it cannot be removed.")
-    _ENTRY_TABLE.pop(name, None)
+    _ENTRY_TABLE.remove(name)
 
 
 def model_names() -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from typing import Mapping, Optional, Sequence
 
 from .errors import ModelConfigError
 from .specs import BandSpec, ModalitySpec, NormalisationSpec
+from .tables import Table
 
 __all__ = [
     "DEM",
@@ -344,13 +345,15 @@ LANDSAT_OLI = Sensor(
     value_range=(7273.0, 43636.0),
 )
 
-_TABLE: dict[str, Sensor] = {
-    s.key: s
-    for s in (SENTINEL2_L1C, SENTINEL2_L2A, SENTINEL1_GRD, DEM, DSM, RGB, RGBNIR, LANDSAT_OLI)
-}
-_BUILT_IN = frozenset(_TABLE)
+_TABLE: Table[Sensor] = Table(
+    "sensor",
+    (
+        (s.key, s)
+        for s in (SENTINEL2_L1C, SENTINEL2_L2A, SENTINEL1_GRD, DEM, DSM, RGB, RGBNIR, LANDSAT_OLI)
+    ),
+)
 #: Every sensor table by key, read-only for everyone but :func:`register_sensor`.
-SENSORS: Mapping[str, Sensor] = types.MappingProxyType(_TABLE)
+SENSORS: Mapping[str, Sensor] = _TABLE.view
 
 
 def register_sensor(sensor: Sensor) -> Sensor:
@@ -359,17 +362,12 @@ def register_sensor(sensor: Sensor) -> Sensor:
     Raises:
         ModelConfigError: when a sensor of that key exists.
     """
-    if sensor.key in _TABLE:
-        raise ModelConfigError(f"A sensor called {sensor.key!r} is already registered.")
-    _TABLE[sensor.key] = sensor
-    return sensor
+    return _TABLE.add(sensor.key, sensor)
 
 
 def unregister_sensor(key: str) -> None:
     """Remove a sensor added with :func:`register_sensor` (the built-in ones stay)."""
-    if key in _BUILT_IN:
-        raise ModelConfigError(f"{key!r} is a built-in sensor; it cannot be removed.")
-    _TABLE.pop(key, None)
+    _TABLE.remove(key)
 
 
 #: Weights files written before modalities named their sensor: the sensor of each key.

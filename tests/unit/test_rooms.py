@@ -211,3 +211,20 @@ def test_a_new_sensor_is_a_table_and_a_new_model_one_entry(tmp_path, monkeypatch
     assert not [w for w in warnings if w.code == "bands_by_position"]
     assert Path(result.outputs["classes"]).is_file()
     assert torch.is_tensor(next(net.parameters()))
+
+
+def test_the_tables_refuse_a_second_row_of_a_name_and_keep_their_built_in_rows():
+    from landfuse.models import architectures, registry
+    from landfuse.models.errors import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match="An architecture called 'amfnet' is already"):
+        architectures.register_architecture(architectures.get_architecture("amfnet"))
+    with pytest.raises(ModelConfigError, match="built-in sensor"):
+        sensors.unregister_sensor("sentinel2_l1c")
+    with pytest.raises(ModelConfigError, match="built-in model"):
+        registry.unregister_model("amfnet_s2")
+    spec = stub_spec([("x", 2, NormalisationSpec("minmax_per_tile"))], name="stub_table")
+    with registered(spec):
+        with pytest.raises(ModelConfigError, match="A model called 'stub_table' is already"):
+            registry.register_model(spec)
+    assert "stub_table" not in registry.model_names()
