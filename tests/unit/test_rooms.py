@@ -224,7 +224,6 @@ def test_the_tables_refuse_a_second_row_of_a_name_and_keep_their_built_in_rows()
     with pytest.raises(ModelConfigError, match="built-in model"):
         registry.unregister_model("amfnet_s2")
     spec = stub_spec([("x", 2, NormalisationSpec("minmax_per_tile"))], name="stub_table")
-    with registered(spec):
-        with pytest.raises(ModelConfigError, match="A model called 'stub_table' is already"):
-            registry.register_model(spec)
+    with registered(spec), pytest.raises(ModelConfigError, match="A model called 'stub_table'"):
+        registry.register_model(spec)
     assert "stub_table" not in registry.model_names()
