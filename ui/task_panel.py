@@ -141,6 +141,10 @@ class TaskPanel(QWidget):
         self.warning.setWordWrap(True)
         self.warning.setObjectName("LandFuseCheck")
         self.warning.setStyleSheet("QLabel { color: #8a5300; }")
+        self.warning.setTextFormat(Qt.RichText)
+        self.warning.linkActivated.connect(self._on_warning_link)
+        #: The model that takes every picked layer, offered when the chosen one does not.
+        self.offered_model = ""
         self.tables: Dict[str, BandMappingTable] = {}
 
         self.form.addRow("Model", self.model_combo)
@@ -456,6 +460,7 @@ class TaskPanel(QWidget):
         fits = next(
             (s for s in self.specs() if picked <= {x.key for x in self.task.slots(s)}), None
         )
+        self.offered_model = fits.name if fits else ""
         offer = f"; {fits.title} ({fits.name}) uses all the layers picked" if fits else ""
         return [f"{spec.name} does not use {names}{offer}."]
 
@@ -464,10 +469,21 @@ class TaskPanel(QWidget):
         found = self.problems()
         self.problem.setText("<br>".join(html.escape(p) for p in found))
         self.problem.setVisible(bool(found))
+        self.offered_model = ""
         checks = self.warnings()
-        self.warning.setText("<br>".join(html.escape(w) for w in checks))
+        text = "<br>".join(html.escape(w) for w in checks)
+        if self.offered_model:
+            text += f" <a href='model:{self.offered_model}'>Use it</a>"
+        self.warning.setText(text)
         self.warning.setVisible(bool(checks))
         return found
+
+    def _on_warning_link(self, link: str) -> None:
+        """'Use it': choose the model that takes every picked layer."""
+        if link.startswith("model:"):
+            index = self.model_combo.findData(link.split(":", 1)[1])
+            if index >= 0:
+                self.model_combo.setCurrentIndex(index)
 
     # -- the request -------------------------------------------------------------------------
     def outputs(self) -> Tuple[str, ...]:

@@ -249,6 +249,10 @@ def test_the_dock_says_how_bands_were_matched_and_which_layers_go_unused(dock, s
         f"{get_model_spec('amm_fusenet_s2_s1_dem').title} (amm_fusenet_s2_s1_dem) uses all the "
         "layers picked."
     ]
+    lc.check()
+    assert "model:amm_fusenet_s2_s1_dem" in lc.warning.text()  # a link: "Use it"
+    lc.warning.linkActivated.emit("model:amm_fusenet_s2_s1_dem")
+    assert lc.model_combo.currentData() == "amm_fusenet_s2_s1_dem"
 
 
 def test_layers_made_with_demo_weights_say_so(qgis_new_project, tmp_path):
