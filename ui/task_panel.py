@@ -28,11 +28,13 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.requests import RasterSource
 from ..core.tasks import InputSlot, Task, get_task
 from ..models.registry import ModelSpec, list_model_specs
 from ..models.sensors import sensor_of
 from ..models.weights_info import WeightsInfo, mismatch_message, peek_weights, weights_summary
 from ..processing import layers
+from .band_files_button import BandFilesButton
 from .run_options import option_value, option_widget
 from .widgets import BandMappingTable, model_card_html
 
@@ -108,6 +110,8 @@ class TaskPanel(QWidget):
         #: Under each picker: the chosen layer's folder, bands, CRS and size, which tell apart
         #: layers of the same name (one file name per modality folder).
         self.layer_details: Dict[str, QLabel] = {}
+        #: Beside each picker: band files or a product folder instead of a layer.
+        self.file_buttons: Dict[str, BandFilesButton] = {}
         self.option_widgets = {
             option.name: option_widget(option, self) for option in self.task.options
         }
@@ -206,9 +210,13 @@ class TaskPanel(QWidget):
             detail.setStyleSheet("QLabel { color: #666; }")
             detail.setWordWrap(True)
             combo.layerChanged.connect(self._on_layers_changed)
+            files = BandFilesButton(slot.key, self.slots_box)
+            files.changed.connect(lambda key=slot.key: self._on_files_changed(key))
             self.slots_grid.addWidget(label, row, 0)
             self.slots_grid.addWidget(combo, row, 1)
-            self.slots_grid.addWidget(detail, row + 1, 1)
+            self.slots_grid.addWidget(files, row, 2)
+            self.slots_grid.addWidget(detail, row + 1, 1, 1, 2)
+            self.file_buttons[slot.key] = files
             self.layer_combos[slot.key] = combo
             self._slot_labels[slot.key] = label
             self.layer_details[slot.key] = detail
@@ -245,15 +253,31 @@ class TaskPanel(QWidget):
             label = self._slot_labels[key]
             combo.setVisible(slot is not None)
             label.setVisible(slot is not None)
+            self.file_buttons[key].setVisible(slot is not None)
             if slot is not None:
                 label.setText(slot.title)
                 combo.setToolTip(slot.help)
+                self.file_buttons[key].sensor = sensor_of(slot.modality)
         self.suggest_layers()
         self.show_layer_details()
         self.update_card()
         self.refresh_mapping()
 
     def _on_layers_changed(self, *_args) -> None:
+        for key, combo in self.layer_combos.items():  # a layer replaces files given before
+            if combo.currentLayer() is not None and self.file_buttons[key].files:
+                self.file_buttons[key].blockSignals(True)
+                self.file_buttons[key].set_files([])
+                self.file_buttons[key].blockSignals(False)
+        self.show_layer_details()
+        self.refresh_mapping()
+
+    def _on_files_changed(self, key: str) -> None:
+        combo = self.layer_combos[key]
+        if self.file_buttons[key].files and combo.currentLayer() is not None:
+            combo.blockSignals(True)
+            combo.setLayer(None)  # files replace the layer
+            combo.blockSignals(False)
         self.show_layer_details()
         self.refresh_mapping()
 
@@ -261,7 +285,12 @@ class TaskPanel(QWidget):
         wanted = {slot.key for slot in self.slots()}
         for key, combo in self.layer_combos.items():
             detail, layer = self.layer_details[key], combo.currentLayer()
-            detail.setVisible(key in wanted and layer is not None)
+            button = self.file_buttons[key]
+            detail.setVisible(key in wanted and (layer is not None or bool(button.files)))
+            if button.files:
+                where = f" in {os.path.basename(button.origin)}" if button.origin else ""
+                detail.setText(f"{len(button.files)} band files{where}, named by their file names")
+                continue
             if layer is None:
                 continue
             text = layer_detail(layer)
@@ -280,7 +309,7 @@ class TaskPanel(QWidget):
         used = {c.currentLayer().id() for c in self.layer_combos.values() if c.currentLayer()}
         for slot in self.slots():
             combo = self.layer_combos[slot.key]
-            if combo.currentLayer() is not None:
+            if combo.currentLayer() is not None or self.file_buttons[slot.key].files:
                 continue
             count = len(slot.modality.bands)
             match = next(
@@ -316,7 +345,7 @@ class TaskPanel(QWidget):
     # -- band mapping ------------------------------------------------------------------------
     def mapping_slots(self) -> Tuple[InputSlot, ...]:
         """The slots with a mapping table: all, or the first when the slots share bands."""
-        slots = self.slots()
+        slots = tuple(s for s in self.slots() if not self.file_buttons[s.key].files)
         return slots[:1] if self.task.shared_bands else slots
 
     def refresh_mapping(self) -> None:
@@ -408,8 +437,15 @@ class TaskPanel(QWidget):
         chosen: Dict[str, Tuple[InputSlot, QgsRasterLayer]] = {}
         for slot in self.slots():
             layer = self.layer_for(slot.key)
+            files = self.file_buttons[slot.key].problem(
+                slot.modality.band_names, sensor_of(slot.modality)
+            )
+            if files is not None:
+                if files:
+                    found.append(f"{slot.title}: {files}")
+                continue
             if layer is None:
-                found.append(f"Choose a layer for {slot.title}.")
+                found.append(f"Choose a layer (or its band files) for {slot.title}.")
                 continue
             for other, other_layer in chosen.values():
                 if other.modality.key == slot.modality.key and other_layer.id() == layer.id():
@@ -494,13 +530,17 @@ class TaskPanel(QWidget):
             if p.main or (p.key in self.product_boxes and self.product_boxes[p.key].isChecked())
         )
 
+    def slot_sources(self, key: str) -> tuple:
+        """The files of one input: its band files, or its layer with the mapped bands."""
+        files = self.file_buttons[key].files
+        if files:
+            return tuple(RasterSource(path) for path in files)
+        return (layers.raster_source(self.layer_for(key), self.mapped_bands(key)),)
+
     def build_request(self, common: dict):
         """The frozen request from the panel and the dock's common fields."""
         spec = self.current_spec()
-        sources = {
-            slot.key: (layers.raster_source(self.layer_for(slot.key), self.mapped_bands(slot.key)),)
-            for slot in self.slots()
-        }
+        sources = {slot.key: self.slot_sources(slot.key) for slot in self.slots()}
         fields = {
             option.name: option_value(option, self.option_widgets[option.name])
             for option in self.task.options

@@ -302,3 +302,50 @@ def test_layers_of_the_same_name_are_told_apart(dock, tmp_path):
     assert details["s1"].startswith("S1RTC/ · 2 bands")
     assert details["dem"].startswith("DEM/ · 1 band ·")
     assert "S1RTC" in panel.layer_combos["s1"].toolTip()
+
+
+@pytest.mark.realdata
+def test_the_rennes_band_files_from_the_dock(dock, realdata, repo_root, tmp_path):
+    """Issue 13: the OSCD pair as delivered (13 band files per date, no VRT): chosen as
+    folders beside the layer pickers, mapped in the worker, the same map as the engine's."""
+    import rasterio
+
+    from landfuse.core import engine
+    from landfuse.core.requests import ChangeRequest
+
+    root = realdata / "oscd/Onera Satellite Change Detection dataset - Images/rennes"
+    weights = repo_root / "demo" / "weights" / "change_demo.pt"
+    panel = dock.change
+    dock.show_panel(panel)
+    panel.weights.setFilePath(str(weights))
+    panel.file_buttons["before"].set_files([str(root / "imgs_1")])
+    panel.file_buttons["after"].set_files(sorted(str(p) for p in (root / "imgs_2").glob("*.tif")))
+    assert panel.problems() == []
+    assert "13 band files in imgs_1" in panel.layer_details["before"].text()
+    request = dock.build_request()
+    assert [len(request.before), len(request.after)] == [13, 13]
+    dock.output_dir.setFilePath(str(tmp_path / "dock"))
+    dock.tile.setValue(256)
+    dock.precision.setCurrentIndex(dock.precision.findData("fp32"))
+    dock.run()
+    _wait_until_done(dock, timeout=300)
+    assert dock.last_failure is None, dock.last_failure
+    expected = engine.run(
+        ChangeRequest(
+            before=str(root / "imgs_1"),
+            after=str(root / "imgs_2"),
+            weights=str(weights),
+            model="",
+            tile=256,
+            precision="fp32",
+            output_dir=str(tmp_path / "engine"),
+        )
+    )
+    produced = sorted((tmp_path / "dock").glob("*_mask.tif"))
+    with rasterio.open(produced[0]) as a, rasterio.open(expected.outputs["change"]) as b:
+        assert (a.width, a.height) == (563, 339)
+        assert (a.read(1) == b.read(1)).all()
+    # A folder whose files do not name their bands is refused before the run.
+    (tmp_path / "plain").mkdir()
+    panel.file_buttons["before"].set_files([str(tmp_path / "plain")])
+    assert any("no band files whose names say their band" in p for p in panel.problems())
