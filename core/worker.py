@@ -21,6 +21,9 @@ object per line, flushed at once:
 "summary": {...}}``
     last line of a successful run; exit status 0.
 ``{"type": "error", "error": "NoOverlapError", "message": "...", "exit_code": 2}``
+
+With ``--validate`` the worker checks the request as a run would and stops: its warnings, then
+``{"type": "result", "task": ..., "validated": true, "summary": {...}}`` (nothing written).
     last line of a failed run; exit status 2 (a problem the user can fix), 3 (cancelled) or 1
     (unexpected: the traceback goes to standard error).
 
@@ -77,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         "--cancel-file",
         help="stop the run (cleanly) before the next batch once this file exists",
     )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="check the request as a run would (inputs, values, weights, memory) and stop: "
+        "the warnings, then a result line with the check's summary",
+    )
     parser.add_argument("--log-level", default="INFO", help="log level on standard error")
     return parser
 
@@ -130,6 +139,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         def cancelled() -> bool:
             return handler.cancelled or bool(cancel_file and os.path.exists(cancel_file))
 
+        if args.validate:
+            summary = engine.validate(request, warn=lambda w: emit("warning", **w.to_dict()))
+            emit("result", task=request.task, validated=True, summary=summary)
+            return EXIT_OK
         result = engine.run(
             request,
             progress=lambda p: emit("progress", **p.to_dict()),

@@ -85,11 +85,18 @@ class InferenceTask(QgsTask):
     progress_text = pyqtSignal(str)
     done = pyqtSignal(object)
 
-    def __init__(self, request: Request, python: str, description: str = "") -> None:
-        label = description or f"LandFuse: {get_task(request.task).title.lower()}"
+    def __init__(
+        self, request: Request, python: str, description: str = "", validate: bool = False
+    ) -> None:
+        title = get_task(request.task).title.lower()
+        checking = f"LandFuse: checking the inputs ({title})"
+        label = description or (checking if validate else f"LandFuse: {title}")
         super().__init__(label, QgsTask.CanCancel)
         self.request = request
         self.python = python
+        #: Check the request as a run would, and stop (``python -m landfuse.core.worker
+        #: --validate``): nothing is computed or written.
+        self.validate = validate
         self.result: Optional[Dict[str, Any]] = None
         self.failure: Optional[RunFailure] = None
         self.cancelled_by_user = False
@@ -101,6 +108,8 @@ class InferenceTask(QgsTask):
     # -- worker thread ---------------------------------------------------------------------
     def run(self) -> bool:
         command = [self.python, "-m", environment.WORKER_MODULE]
+        if self.validate:
+            command.append("--validate")
         try:
             self._process = subprocess.Popen(
                 command,

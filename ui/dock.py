@@ -118,11 +118,19 @@ class LandFuseDock(QgsDockWidget):
         self.run_button.setObjectName("LandFuseRun")
         self.run_button.setDefault(True)
         self.run_button.clicked.connect(self.run)
+        self.check_button = QPushButton("Check inputs", body)
+        self.check_button.setObjectName("LandFuseCheck")
+        self.check_button.setToolTip(
+            "Check the inputs as a run would (files, bands, values against the model's "
+            "statistics, weights, memory) without computing a map; what to check is listed above."
+        )
+        self.check_button.clicked.connect(lambda: self.run(validate=True))
         self.cancel_button = QPushButton("Cancel", body)
         self.cancel_button.setObjectName("LandFuseCancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.check_button)
         buttons.addWidget(self.cancel_button)
         outer.addLayout(buttons)
         self.progress = QProgressBar(body)
@@ -307,6 +315,7 @@ class LandFuseDock(QgsDockWidget):
         panel = self.current_panel()
         running = self.task is not None
         self.run_button.setEnabled(panel is not None and not running)
+        self.check_button.setEnabled(panel is not None and not running)
         self.cancel_button.setEnabled(running)
         if panel is not None:
             panel.check()
@@ -438,8 +447,9 @@ class LandFuseDock(QgsDockWidget):
             index += 1
         return f"{task}_{index:03d}"
 
-    def run(self) -> None:
-        """Start a run of the current tab in the background (refused while one runs)."""
+    def run(self, validate: bool = False) -> None:
+        """Start a run of the current tab in the background (refused while one runs); with
+        ``validate``, only check its inputs as the run would (nothing is written)."""
         if self.task is not None:
             self.show_message(
                 "A LandFuse run is already going: wait for it or cancel it.", Qgis.Warning
@@ -452,12 +462,12 @@ class LandFuseDock(QgsDockWidget):
             self.show_message(str(error), Qgis.Warning)
             return
         self.save_project_settings()
-        self.task = InferenceTask(request, environment.worker_python())
+        self.task = InferenceTask(request, environment.worker_python(), validate=validate)
         self.task.progress_text.connect(self._on_progress_text)
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
         self.task.done.connect(self._on_task_done)
         self.progress.setValue(0)
-        self.status.setText(f"Starting {request.name} …")
+        self.status.setText("Checking the inputs …" if validate else f"Starting {request.name} …")
         self._update_run_button()
         QgsApplication.taskManager().addTask(self.task)
 
@@ -485,6 +495,9 @@ class LandFuseDock(QgsDockWidget):
             )
             self.show_failure(task.failure)
             return
+        if task.validate:
+            self._show_check(task)
+            return
         summary = summarise(task.result)
         self.last_summary = summary
         added = add_result_layers(task.result, QgsProject.instance())
@@ -507,6 +520,21 @@ class LandFuseDock(QgsDockWidget):
         self.show_success(summary, report, added)
         for warning in task.warnings:
             self.show_message(f"Check the map: {warning.get('message', '')}", Qgis.Warning)
+
+    def _show_check(self, task: InferenceTask) -> None:
+        """The outcome of 'Check inputs': what to check, under the panel, before any run."""
+        self.progress.setValue(0)
+        panel = self.current_panel()
+        messages = [str(w.get("message", "")) for w in task.warnings]
+        if panel is not None:
+            panel.set_checked(messages)
+        if messages:
+            self.status.setText(
+                f"Inputs checked: {len(messages)} thing(s) to check before trusting the map "
+                "(listed above)."
+            )
+        else:
+            self.status.setText("Inputs checked: nothing to report. Run when ready.")
 
     def _open_link(self, link: str) -> None:
         QDesktopServices.openUrl(QUrl(link))

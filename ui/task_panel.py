@@ -149,6 +149,8 @@ class TaskPanel(QWidget):
         self.warning.linkActivated.connect(self._on_warning_link)
         #: The model that takes every picked layer, offered when the chosen one does not.
         self.offered_model = ""
+        #: What the last 'Check inputs' found (cleared when the inputs change).
+        self.checked: List[str] = []
         self.tables: Dict[str, BandMappingTable] = {}
 
         self.form.addRow("Model", self.model_combo)
@@ -349,6 +351,7 @@ class TaskPanel(QWidget):
         return slots[:1] if self.task.shared_bands else slots
 
     def refresh_mapping(self) -> None:
+        self.checked = []  # the inputs changed: an earlier check says nothing about them
         for table in self.tables.values():
             table.setParent(None)
             table.deleteLater()
@@ -482,7 +485,12 @@ class TaskPanel(QWidget):
                     f"order {', '.join(rows[:4])}{'…' if len(rows) > 4 else ''}, the map is wrong. "
                     "Check the band mapping."
                 )
-        return found + self.unused_layers()
+        return found + self.unused_layers() + self.checked
+
+    def set_checked(self, messages: List[str]) -> None:
+        """Show what a check of the inputs found, until they change."""
+        self.checked = list(messages)
+        self.check()
 
     def unused_layers(self) -> List[str]:
         """Layers picked for slots the chosen model does not take, and a model that takes them."""

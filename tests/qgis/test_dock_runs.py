@@ -349,3 +349,31 @@ def test_the_rennes_band_files_from_the_dock(dock, realdata, repo_root, tmp_path
     (tmp_path / "plain").mkdir()
     panel.file_buttons["before"].set_files([str(tmp_path / "plain")])
     assert any("no band files whose names say their band" in p for p in panel.problems())
+
+
+def test_check_inputs_shows_the_statistics_warning_before_any_run(dock, scenes, weights, tmp_path):
+    """Issue 13: 'Check inputs' runs every check of a run in the worker (values against the
+    model's statistics included) and lists what to check under the panel; nothing is written."""
+    import rasterio
+    from faultcases import S2_NAMES, write_raster
+
+    with rasterio.open(scenes["s2"]) as src:
+        scaled = (src.read() / 10000.0).astype("float32")
+    s2 = write_raster(tmp_path / "s2_scaled.tif", scaled, 10, descriptions=S2_NAMES)
+    panel = dock.landcover
+    panel.weights.setFilePath(str(weights["landcover"]))
+    panel.layer_combos["s2"].setLayer(_add(s2, "S2 0-1"))
+    panel.layer_combos["s1"].setLayer(_add(scenes["s1"], "S1"))
+    dock.output_dir.setFilePath(str(tmp_path / "out"))
+    dock.tile.setValue(64)
+    assert panel.warnings() == []
+    dock.check_button.click()
+    _wait_until_done(dock)
+    assert dock.last_failure is None, dock.last_failure
+    assert any("multiply them by 10000" in w for w in panel.warnings())
+    assert "multiply them by 10000" in panel.warning.text()
+    assert "1 thing(s) to check" in dock.status.text()
+    assert dock.last_summary is None
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.tif"))
+    panel.layer_combos["s1"].setLayer(_add(scenes["s1"], "S1 again"))  # inputs changed
+    assert not any("multiply them by 10000" in w for w in panel.warnings())

@@ -134,6 +134,22 @@ def test_bad_request_gives_an_error_line_and_exit_2(tmp_path):
     assert error["error"] == "RequestError" and "not valid JSON" in error["message"]
 
 
+def test_validate_checks_and_writes_nothing(scene, tmp_path):
+    """``--validate``: the checks of a run, their warnings, one result line; no output."""
+    proc = subprocess.run(
+        [PYTHON, scene["driver"], "0", request_file(scene, tmp_path), "--validate"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = lines_of(proc.stdout)
+    assert [line["type"] for line in lines] == ["started", "warning", "result"]
+    assert lines[1]["code"] == "bands_by_position"  # the stub file names no bands
+    assert lines[-1]["validated"] is True and lines[-1]["summary"]["tiles"] > 0
+    assert not scene["out"].exists() or not list(scene["out"].iterdir())
+
+
 def test_run_streams_progress_then_the_result(scene, tmp_path):
     proc = subprocess.run(
         [PYTHON, scene["driver"], "0", request_file(scene, tmp_path)],
