@@ -49,6 +49,20 @@ def summarise(result: Dict[str, Any]) -> RunSummary:
     return RunSummary(task_name, text, seconds if isinstance(seconds, (int, float)) else None)
 
 
+#: What a layer's name says when the run warned that its inputs are unlike the model's data.
+UNLIKE_LABEL = "check: inputs unlike the model's data"
+
+
+def layer_notes(result: Dict[str, Any]) -> List[str]:
+    """What the result layers' names must say: demo weights, inputs unlike the model's."""
+    summary = result.get("summary") or {}
+    codes = {w.get("code") for w in summary.get("warnings") or [] if isinstance(w, dict)}
+    notes = [DEMO_LABEL] if summary.get("demo_weights") else []
+    if "input_values" in codes:
+        notes.append(UNLIKE_LABEL)
+    return notes
+
+
 def _group_name(result: Dict[str, Any]) -> str:
     outputs = result.get("outputs") or {}
     report = outputs.get("report", "")
@@ -77,8 +91,7 @@ def add_result_layers(
         path = outputs.get(product.key)
         if not path or not os.path.isfile(path):
             continue
-        demo = bool((result.get("summary") or {}).get("demo_weights"))
-        title = f"{product.title} ({DEMO_LABEL})" if demo else product.title
+        title = product.title + "".join(f" ({note})" for note in layer_notes(result))
         layer = QgsRasterLayer(path, title, "gdal")
         if not layer.isValid():
             continue

@@ -41,6 +41,12 @@ def project_widgets(dock: Any) -> Dict[str, Tuple[Callable[[], str], Callable[[s
             lambda value: box.setChecked(value == "1"),
         )
 
+    def files_pair(button):
+        return (
+            lambda: button.origin or "\n".join(button.files),
+            lambda value: button.set_files([v for v in value.split("\n") if v]),
+        )
+
     def option_pair(widget):
         return (lambda: option_text(widget), lambda value: set_option_text(widget, value))
 
@@ -50,6 +56,7 @@ def project_widgets(dock: Any) -> Dict[str, Tuple[Callable[[], str], Callable[[s
         pairs.update({f"{name}/{k}": layer_pair(c) for k, c in panel.layer_combos.items()})
         pairs[f"{name}/model"] = combo_pair(panel.model_combo)
         pairs[f"{name}/weights"] = file_pair(panel.weights)
+        pairs.update({f"{name}/files/{k}": files_pair(b) for k, b in panel.file_buttons.items()})
         pairs.update({f"{name}/output/{k}": check_pair(b) for k, b in panel.product_boxes.items()})
         pairs.update({f"{name}/{k}": option_pair(w) for k, w in panel.option_widgets.items()})
     pairs.update({f"advanced/{k}": option_pair(w) for k, w in dock.option_widgets.items()})

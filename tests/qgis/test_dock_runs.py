@@ -280,6 +280,12 @@ def test_layers_made_with_demo_weights_say_so(qgis_new_project, tmp_path):
     assert summarise(result).text.endswith(f"Made with {DEMO_LABEL}.")
     result["summary"]["demo_weights"] = False
     assert "DEMO" not in summarise(result).text
+    # Inputs unlike the model's data (a warning of the run): the layer's name says so too.
+    from landfuse.processing.results import UNLIKE_LABEL
+
+    result["summary"]["warnings"] = [{"code": "input_values", "message": "…"}]
+    again = add_result_layers(result, QgsProject.instance())
+    assert [layer.name() for layer in again] == [f"Land cover ({UNLIKE_LABEL})"]
 
 
 def test_layers_of_the_same_name_are_told_apart(dock, tmp_path):
@@ -321,6 +327,10 @@ def test_the_rennes_band_files_from_the_dock(dock, realdata, repo_root, tmp_path
     panel.file_buttons["before"].set_files([str(root / "imgs_1")])
     panel.file_buttons["after"].set_files(sorted(str(p) for p in (root / "imgs_2").glob("*.tif")))
     assert panel.problems() == []
+    dock.save_project_settings()  # the files are kept with the project, as layers are
+    panel.file_buttons["before"].set_files([])
+    dock.restore_project_settings()
+    assert len(panel.file_buttons["before"].files) == 13
     assert "13 band files in imgs_1" in panel.layer_details["before"].text()
     request = dock.build_request()
     assert [len(request.before), len(request.after)] == [13, 13]
