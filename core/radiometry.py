@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 __all__ = [
-    "Offset",
+    "Harmonisation",
     "detect_linear_power",
     "detect_offset",
     "find_harmonisation",
@@ -37,7 +37,7 @@ _LEVELS_UP = 5
 
 
 @dataclass(frozen=True)
-class Offset:
+class Harmonisation:
     """How a modality's values are harmonised to what the model takes, and why.
 
     Attributes:
@@ -75,7 +75,7 @@ class Offset:
         )
 
 
-def metadata_offset(path: str, files: Sequence[tuple[str, str]]) -> Optional[Offset]:
+def metadata_offset(path: str, files: Sequence[tuple[str, str]]) -> Optional[Harmonisation]:
     """The offset the product metadata of ``path`` states, or None without such a file.
 
     Args:
@@ -94,7 +94,7 @@ def metadata_offset(path: str, files: Sequence[tuple[str, str]]) -> Optional[Off
     return None
 
 
-def _read_offset(path: Path, tag: str) -> Optional[Offset]:
+def _read_offset(path: Path, tag: str) -> Optional[Harmonisation]:
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError):
@@ -102,14 +102,16 @@ def _read_offset(path: Path, tag: str) -> Optional[Offset]:
     values = {float(e.text) for e in root.iter() if e.tag.endswith(tag) and e.text}
     baseline = next((e.text for e in root.iter() if e.tag.endswith("PROCESSING_BASELINE")), "")
     if not values:  # an older baseline states no offset: there is none
-        return Offset(0.0, "metadata", f"{path.name} (processing baseline {baseline or '?'})")
+        return Harmonisation(
+            0.0, "metadata", f"{path.name} (processing baseline {baseline or '?'})"
+        )
     value = -min(values)  # the metadata gives the offset to add (−1000)
-    return Offset(value, "metadata", f"{path.name} (processing baseline {baseline or '?'})")
+    return Harmonisation(value, "metadata", f"{path.name} (processing baseline {baseline or '?'})")
 
 
 def detect_offset(
     band_names: Sequence[str], samples: Sequence[np.ndarray], probe: tuple[str, float, float]
-) -> Optional[Offset]:
+) -> Optional[Harmonisation]:
     """The offset the probe band's sampled values reveal, or None.
 
     Args:
@@ -126,12 +128,14 @@ def detect_offset(
     low = float(np.percentile(values, 1))
     if low < threshold:
         return None
-    return Offset(value, "detected", f"{band} 1st percentile {low:.0f}, at least {threshold:.0f}")
+    return Harmonisation(
+        value, "detected", f"{band} 1st percentile {low:.0f}, at least {threshold:.0f}"
+    )
 
 
 def detect_linear_power(
     band_names: Sequence[str], samples: Sequence[np.ndarray]
-) -> Optional[Offset]:
+) -> Optional[Harmonisation]:
     """Backscatter in linear power where dB is expected: every band positive (1st percentile
     at least 0) with a median below 1 (dB backscatter is about -25 to 0)."""
     stats = [
@@ -142,12 +146,12 @@ def detect_linear_power(
     if not stats or any(low < 0.0 or median >= 1.0 for _, low, median in stats):
         return None
     shown = ", ".join(f"{name} median {median:.3f}" for name, _, median in stats[:3])
-    return Offset(0.0, "detected", f"{shown}, all positive", kind="to_db")
+    return Harmonisation(0.0, "detected", f"{shown}, all positive", kind="to_db")
 
 
 def find_harmonisation(
     paths: Sequence[str], sensor: object, band_names: Sequence[str], samples: Sequence[np.ndarray]
-) -> Optional[Offset]:
+) -> Optional[Harmonisation]:
     """What the sensor's table says to look for in a modality's files: an additive offset
     (metadata, else a probe band), or linear power where the sensor's unit is dB."""
     metadata = getattr(sensor, "offset_metadata", ())
@@ -167,7 +171,7 @@ def find_offset(
     probe: Optional[tuple[str, float, float]],
     band_names: Sequence[str],
     samples: Sequence[np.ndarray],
-) -> Optional[Offset]:
+) -> Optional[Harmonisation]:
     """The offset of one modality's files: their metadata first, else the probe band."""
     if metadata:
         for path in paths:

@@ -29,6 +29,8 @@ class BandFilesButton(QToolButton):
         self.key = key
         self.files: List[str] = []
         self.origin = ""
+        #: Why the chosen folder gave no band files ("" when it did).
+        self.error = ""
         #: The slot's sensor (set by the panel): its band names name the files.
         self.sensor: Any = None
         self.setText("Files…")
@@ -66,8 +68,6 @@ class BandFilesButton(QToolButton):
             self.files, self.error = [], str(error)
         self.setText(f"Files ({len(self.files)})" if self.files else "Files…")
         self.changed.emit()
-
-    error = ""
 
     def problem(self, band_names: Sequence[str], sensor: Any) -> Optional[str]:
         """Why the files cannot feed the model's bands ("" when they can; None: no files)."""

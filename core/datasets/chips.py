@@ -21,7 +21,7 @@ from rasterio.windows import Window
 
 from ...models.sensors import sensor_of
 from ..band_mapping import MATCHED_BY_POSITION, FileBands, resolve_bands
-from ..radiometry import Offset, find_harmonisation
+from ..radiometry import Harmonisation, find_harmonisation
 from ..raster import (
     Grid,
     SourceInfo,
@@ -263,7 +263,7 @@ class _OpenPlan:
     order: Optional[tuple[int, ...]] = None
     #: Applied before anything else (an offset, linear power to dB:
     #: :mod:`landfuse.core.radiometry`), as the engine applies it.
-    harmonisation: Optional[Offset] = None
+    harmonisation: Optional[Harmonisation] = None
 
 
 class RasterChipDataset(LabelledDataset):

@@ -135,8 +135,8 @@ class _TileLoader:
             if group.stack is None:
                 raise RuntimeError("Inputs are not open (internal error).")
             data, ok = group.stack.read(window)
-            if group.offset is not None:  # an offset or linear power, harmonised away
-                data = group.offset.apply(data)
+            if group.harmonisation is not None:  # an offset or linear power, harmonised away
+                data = group.harmonisation.apply(data)
             valid = ok.copy() if valid is None else (valid & ok)
             # Statistics over the modality's own valid pixels (AOI-independent, NETWORKS.md §2).
             normalised = normalise(data, group.modality.normalisation, ok)

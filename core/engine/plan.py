@@ -46,7 +46,7 @@ from ..input_checks import BandSample, check_modality_values
 from ..normalisation import check_normalisation
 from ..products import Product
 from ..protection import request_protected_files
-from ..radiometry import Offset, find_harmonisation
+from ..radiometry import Harmonisation, find_harmonisation
 from ..raster import (
     AlignedStack,
     AreaMask,
@@ -134,7 +134,7 @@ class InputGroup:
     matched: str = ""
     stack: Optional[AlignedStack] = None
     #: Applied to the values before normalisation (an offset, linear power to dB), and why.
-    offset: Optional[Offset] = None
+    harmonisation: Optional[Harmonisation] = None
 
 
 @dataclass
@@ -528,8 +528,8 @@ def _check_values(plan: Plan, group: InputGroup, window: Window) -> None:
     names = group.modality.band_names
     values = [samples_by_read[i][2] for i in order]
     _find_harmonisation(plan, group, values)
-    if group.offset is not None:
-        values = [group.offset.apply(v) for v in values]
+    if group.harmonisation is not None:
+        values = [group.harmonisation.apply(v) for v in values]
     samples = [
         BandSample(name, unit, samples_by_read[i][1], samples_by_read[i][0], value)
         for name, unit, i, value in zip(names, unit_names(group.modality), order, values)
@@ -549,6 +549,6 @@ def _find_harmonisation(plan: Plan, group: InputGroup, values: Sequence[Any]) ->
     )
     if found is None:
         return
-    group.offset = found
+    group.harmonisation = found
     code = RADIOMETRIC_OFFSET if found.kind == "offset" else LINEAR_TO_DB
     plan.warn(code, found.describe(group.label), group.label)

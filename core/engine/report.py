@@ -64,12 +64,12 @@ def input_report(plan: Plan) -> list[dict[str, Any]]:
                     "band_matching": group.matched,
                     "harmonised": (
                         None
-                        if group.offset is None
+                        if group.harmonisation is None
                         else {
-                            "kind": group.offset.kind,
-                            "value": group.offset.value,
-                            "source": group.offset.source,
-                            "evidence": group.offset.evidence,
+                            "kind": group.harmonisation.kind,
+                            "value": group.harmonisation.value,
+                            "source": group.harmonisation.source,
+                            "evidence": group.harmonisation.evidence,
                         }
                     ),
                 }

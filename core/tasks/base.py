@@ -131,10 +131,6 @@ class Task:
         """The modality of each network input, in order (a change pair: the modality twice)."""
         return tuple(slot.modality for slot in self.slots(spec))
 
-    def input_band_names(self, spec: Any) -> Tuple[Tuple[str, ...], ...]:
-        """The model's band names of each network input (training chips are read with them)."""
-        return tuple(m.band_names for m in self.input_modalities(spec))
-
     def nearest_inputs(self, spec: Any) -> Tuple[int, ...]:
         """Inputs aligned with nearest neighbour (categorical layers), by index."""
         return tuple(
