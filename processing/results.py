@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer
+from qgis.core import (
+    QgsApplication,
+    QgsDefaultRasterLayerLegend,
+    QgsLayerTreeGroup,
+    QgsMapLayer,
+    QgsProject,
+    QgsRasterLayer,
+    QgsSimpleLegendNode,
+)
+from qgis.PyQt import sip
 
 from ..core.products import PRODUCTS
 from ..core.tasks import get_task
@@ -63,6 +72,22 @@ def layer_notes(result: Dict[str, Any]) -> List[str]:
     return notes
 
 
+class NotedLegend(QgsDefaultRasterLayerLegend):
+    """The layer's usual legend, with what the user must know first (demo weights, inputs
+    unlike the model's data), so that a legend in the Layers panel or a print layout says it."""
+
+    def __init__(self, layer: QgsRasterLayer, notes: List[str]) -> None:
+        super().__init__(layer)
+        self.notes = list(notes)
+
+    def createLayerTreeModelLegendNodes(self, node_layer):
+        icon = QgsApplication.getThemeIcon("/mIconWarning.svg")
+        notes = [QgsSimpleLegendNode(node_layer, f"⚠ {note}", icon) for note in self.notes]
+        for node in notes:
+            sip.transferto(node, None)  # the layer tree model owns its legend nodes
+        return notes + list(super().createLayerTreeModelLegendNodes(node_layer))
+
+
 def _group_name(result: Dict[str, Any]) -> str:
     outputs = result.get("outputs") or {}
     report = outputs.get("report", "")
@@ -91,13 +116,16 @@ def add_result_layers(
         path = outputs.get(product.key)
         if not path or not os.path.isfile(path):
             continue
-        title = product.title + "".join(f" ({note})" for note in layer_notes(result))
+        notes = layer_notes(result)
+        title = product.title + "".join(f" ({note})" for note in notes)
         layer = QgsRasterLayer(path, title, "gdal")
         if not layer.isValid():
             continue
         style = os.path.splitext(path)[0] + ".qml"
         if os.path.isfile(style):
             layer.loadNamedStyle(style)
+        if notes:
+            layer.setLegend(NotedLegend(layer, notes))
         project.addMapLayer(layer, False)
         node = group.addLayer(layer)
         node.setItemVisibilityChecked(product.visible)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
-from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -24,7 +24,6 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QSizePolicy,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -35,6 +34,7 @@ from ..models.sensors import sensor_of
 from ..models.weights_info import WeightsInfo, mismatch_message, peek_weights, weights_summary
 from ..processing import layers
 from .band_files_button import BandFilesButton
+from .mapping_box import MappingBox
 from .run_options import option_value, option_widget
 from .widgets import BandMappingTable, model_card_html
 
@@ -129,14 +129,7 @@ class TaskPanel(QWidget):
             row.addWidget(box)
             self.product_boxes[product.key] = box
         row.addStretch(1)
-        self.mapping_box = QgsCollapsibleGroupBox("Band mapping", self)
-        self.mapping_box.setObjectName(f"LandFuseBandMapping_{self.task_name}")
-        self.mapping_box.setToolTip(
-            "Which band of each layer feeds each band the model expects; filled from the band "
-            "descriptions and editable."
-        )
-        self.mapping_layout = QVBoxLayout(self.mapping_box)
-        self.mapping_box.collapsedStateChanged.connect(self._show_mapping)
+        self.mapping_box = MappingBox(self.task_name, self)
         self.problem = QLabel(self)
         self.problem.setWordWrap(True)
         self.problem.setObjectName("LandFuseProblem")
@@ -151,7 +144,6 @@ class TaskPanel(QWidget):
         self.offered_model = ""
         #: What the last 'Check inputs' found (cleared when the inputs change).
         self.checked: List[str] = []
-        self.tables: Dict[str, BandMappingTable] = {}
 
         self.form.addRow("Model", self.model_combo)
         self.form.addRow("Weights", self.weights)
@@ -166,8 +158,11 @@ class TaskPanel(QWidget):
         self.form.addRow(self.problem)
         self.mapping_box.setCollapsed(True)
 
+        #: Whether the user chose the model (then picking layers never changes it).
+        self.model_chosen = False
         self.weights.fileChanged.connect(self._on_weights_changed)
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
+        self.model_combo.activated.connect(self._on_model_activated)
         self.refresh_models()
 
     # -- the models and their slots ----------------------------------------------------------
@@ -265,12 +260,45 @@ class TaskPanel(QWidget):
         self.update_card()
         self.refresh_mapping()
 
+    def _on_model_activated(self, *_args) -> None:
+        self.model_chosen = True
+
+    def picked_keys(self) -> set:
+        """The slots given a layer or band files (shown or not)."""
+        return {
+            key
+            for key, combo in self.layer_combos.items()
+            if combo.currentLayer() is not None or self.file_buttons[key].files
+        }
+
+    def model_for_inputs(self) -> Optional[ModelSpec]:
+        """The model that uses every picked input with the fewest inputs left to pick."""
+        picked = self.picked_keys()
+        fits = [s for s in self.specs() if picked <= {x.key for x in self.task.slots(s)}]
+        return min(fits, key=lambda s: len(self.task.slots(s)), default=None)
+
+    def follow_inputs(self) -> bool:
+        """Choose the model that uses all the picked inputs, unless the user chose a model or a
+        weights file (then the warning offers it instead). True when the model changed."""
+        if self.model_chosen or self.weights.filePath():
+            return False
+        if self.picked_keys() <= {slot.key for slot in self.slots()}:
+            return False
+        fits = self.model_for_inputs()
+        index = self.model_combo.findData(fits.name) if fits is not None else -1
+        if index < 0 or index == self.model_combo.currentIndex():
+            return False
+        self.model_combo.setCurrentIndex(index)  # refreshes everything
+        return True
+
     def _on_layers_changed(self, *_args) -> None:
         for key, combo in self.layer_combos.items():  # a layer replaces files given before
             if combo.currentLayer() is not None and self.file_buttons[key].files:
                 self.file_buttons[key].blockSignals(True)
                 self.file_buttons[key].set_files([])
                 self.file_buttons[key].blockSignals(False)
+        if self.follow_inputs():
+            return
         self.show_layer_details()
         self.refresh_mapping()
 
@@ -280,6 +308,8 @@ class TaskPanel(QWidget):
             combo.blockSignals(True)
             combo.setLayer(None)  # files replace the layer
             combo.blockSignals(False)
+        if self.follow_inputs():
+            return
         self.show_layer_details()
         self.refresh_mapping()
 
@@ -291,6 +321,7 @@ class TaskPanel(QWidget):
             detail.setVisible(key in wanted and (layer is not None or bool(button.files)))
             if button.files:
                 where = f" in {os.path.basename(button.origin)}" if button.origin else ""
+                where = f" of the layer group '{button.group}'" if button.group else where
                 detail.setText(f"{len(button.files)} band files{where}, named by their file names")
                 continue
             if layer is None:
@@ -309,6 +340,7 @@ class TaskPanel(QWidget):
         """Fill each empty slot of the model with a project layer of the slot's band count
         that no other slot uses (the user can change it)."""
         used = {c.currentLayer().id() for c in self.layer_combos.values() if c.currentLayer()}
+        band_files = {path for button in self.file_buttons.values() for path in button.files}
         for slot in self.slots():
             combo = self.layer_combos[slot.key]
             if combo.currentLayer() is not None or self.file_buttons[slot.key].files:
@@ -318,7 +350,9 @@ class TaskPanel(QWidget):
                 (
                     layer
                     for layer in _project_rasters()
-                    if layer.bandCount() == count and layer.id() not in used
+                    if layer.bandCount() == count
+                    and layer.id() not in used
+                    and layer.source() not in band_files
                 ),
                 None,
             )
@@ -350,59 +384,25 @@ class TaskPanel(QWidget):
         slots = tuple(s for s in self.slots() if not self.file_buttons[s.key].files)
         return slots[:1] if self.task.shared_bands else slots
 
+    def file_slots(self) -> Tuple[InputSlot, ...]:
+        """The slots fed by band files (each gets a read-only table of its files)."""
+        return tuple(s for s in self.slots() if self.file_buttons[s.key].files)
+
+    @property
+    def tables(self) -> Dict[str, BandMappingTable]:
+        """The editable band-mapping table of each layer slot."""
+        return self.mapping_box.tables
+
     def refresh_mapping(self) -> None:
         self.checked = []  # the inputs changed: an earlier check says nothing about them
-        for table in self.tables.values():
-            table.setParent(None)
-            table.deleteLater()
-        self.tables = {}
-        while self.mapping_layout.count():
-            item = self.mapping_layout.takeAt(0)
-            widget = item.widget()
-            if widget is not None:
-                widget.hide()  # deleteLater() keeps it painted until the event loop runs
-                widget.setParent(None)
-                widget.deleteLater()
-        for slot in self.mapping_slots():
-            modality = slot.modality
-            layer = self.layer_for(slot.key)
-            title = QLabel(f"<b>{html.escape(slot.title)}</b>", self.mapping_box)
-            self.mapping_layout.addWidget(title)
-            table = BandMappingTable(self.mapping_box)
-            table.setObjectName(f"LandFuseBands_{slot.key}")
-            table.set_bands(
-                [b.name for b in modality.bands],
-                [f"{b.description} ({b.unit})" for b in modality.bands],
-                layers.band_descriptions(layer) if layer is not None else None,
-                sensor=sensor_of(modality),
-            )
-            table.changed.connect(self.check)
-            self.mapping_layout.addWidget(table)
-            self.tables[slot.key] = table
-        self._show_mapping(self.mapping_box.isCollapsed())
+        self.mapping_box.refresh(
+            self.mapping_slots(),
+            self.file_slots(),
+            self.layer_for,
+            lambda key: self.file_buttons[key].files,
+            self.check,
+        )
         self.check()
-
-    def _show_mapping(self, collapsed: bool) -> None:
-        # Widgets added while the box is collapsed stay hidden when it expands: show them.
-        for index in range(self.mapping_layout.count()):
-            widget = self.mapping_layout.itemAt(index).widget()
-            if widget is not None:
-                widget.setVisible(not collapsed)
-
-    def mapping_summary(self) -> str:
-        """The band-mapping box title: how many model bands are matched."""
-        total = matched = 0
-        for table in self.tables.values():
-            mapping = table.mapping()
-            total += len(mapping.model_bands)
-            matched += sum(1 for i in mapping.raster_bands if i is not None)
-        if not total:
-            return "Band mapping"
-        by_position = sum(len(t.position_rows()) for t in self.tables.values())
-        checked = f", {by_position} by position: check them" if by_position else ""
-        if matched == total:
-            return f"Band mapping: all {total} model bands matched{checked}"
-        return f"Band mapping: {total - matched} of {total} model bands not matched{checked}"
 
     def mapped_bands(self, key: str) -> Tuple[int, ...]:
         table = self.tables[key] if key in self.tables else next(iter(self.tables.values()))
@@ -496,20 +496,23 @@ class TaskPanel(QWidget):
         """Layers picked for slots the chosen model does not take, and a model that takes them."""
         spec = self.current_spec()
         wanted = {slot.key for slot in self.slots()}
-        picked = {k for k, c in self.layer_combos.items() if c.currentLayer() is not None}
-        unused = sorted(picked - wanted)
+        unused = sorted(self.picked_keys() - wanted)
         if spec is None or not unused:
             return []
-        names = ", ".join(f"'{self.layer_combos[k].currentLayer().name()}'" for k in unused)
-        fits = next(
-            (s for s in self.specs() if picked <= {x.key for x in self.task.slots(s)}), None
-        )
+        names = ", ".join(self._input_name(k) for k in unused)
+        fits = self.model_for_inputs()
         self.offered_model = fits.name if fits else ""
         offer = f"; {fits.title} ({fits.name}) uses all the layers picked" if fits else ""
         return [f"{spec.name} does not use {names}{offer}."]
 
+    def _input_name(self, key: str) -> str:
+        layer = self.layer_combos[key].currentLayer()
+        if layer is not None:
+            return f"'{layer.name()}'"
+        return f"the band files of {self._slot_labels[key].text()}"
+
     def check(self, *_args) -> List[str]:
-        self.mapping_box.setTitle(self.mapping_summary())
+        self.mapping_box.update_title()
         found = self.problems()
         self.problem.setText("<br>".join(html.escape(p) for p in found))
         self.problem.setVisible(bool(found))

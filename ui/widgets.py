@@ -1,16 +1,28 @@
 """Small widgets of the dock: the band mapping table and the model card."""
 
 import html
+import os
 from typing import Any, List, Optional, Sequence, Tuple
 
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
 
-from ..core.band_mapping import BandMapping, suggest_band_mapping
+from ..core.band_mapping import (
+    MATCHED_BY_POSITION,
+    BandMapping,
+    FileBands,
+    band_from_file_name,
+    band_key,
+    resolve_bands,
+    suggest_band_mapping,
+)
+from ..core.errors import LandFuseError
 
 #: How a row of the band mapping was matched, as the table says it.
 BY_NAME, BY_POSITION, BY_USER = "by name", "by position: check", "chosen"
+#: How a band file was matched to a model band, as the band-files table says it.
+BY_FILE_NAME, NOT_FOUND = "by file name", "no file"
 
 
 class BandMappingTable(QTableWidget):
@@ -119,6 +131,74 @@ class BandMappingTable(QTableWidget):
     @property
     def layer_band_count(self) -> int:
         return self._band_count
+
+
+class FileBandsTable(QTableWidget):
+    """Band files instead of a layer: one row per model band, the file that feeds it and how it
+    was matched (read-only: the file names decide; rename a file to change it)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(0, 3, parent)
+        self.setHorizontalHeaderLabels(["Model band", "Band file", "Matched"])
+        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
+        self.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeToContents)
+        self.verticalHeader().setVisible(False)
+        self.setEditTriggers(QTableWidget.NoEditTriggers)
+
+    def set_files(
+        self, model_bands: Sequence[str], files: Sequence[str], sensor: Any = None
+    ) -> List[str]:
+        """Show which file feeds each model band.
+
+        Returns:
+            How each row was matched (:data:`BY_FILE_NAME`, :data:`BY_NAME`,
+            :data:`BY_POSITION` or :data:`NOT_FOUND`).
+        """
+        try:
+            items = [FileBands(f, ("",), sensor=sensor) for f in files]
+            resolved = resolve_bands(items, model_bands)
+            choices: List[Optional[Tuple[int, int]]] = list(resolved.choices)
+            how = {
+                MATCHED_BY_POSITION: BY_POSITION,
+                "file name": BY_FILE_NAME,
+            }.get(resolved.how, BY_NAME)
+        except LandFuseError:  # show what the file names do give; the panel says the error
+            names = [band_from_file_name(f, sensor) for f in files]
+            choices = [
+                (names.index(key), 1) if key in names else None
+                for key in (band_key(b, sensor) for b in model_bands)
+            ]
+            how = BY_FILE_NAME
+        self.setRowCount(len(model_bands))
+        matched = []
+        for row, name in enumerate(model_bands):
+            choice = choices[row] if row < len(choices) else None
+            self.setItem(row, 0, QTableWidgetItem(name))
+            path = files[choice[0]] if choice is not None else ""
+            item = QTableWidgetItem(os.path.basename(path) if path else "— missing —")
+            item.setToolTip(path)
+            self.setItem(row, 1, item)
+            row_how = how if choice is not None else NOT_FOUND
+            how_item = QTableWidgetItem(row_how)
+            if row_how in (BY_POSITION, NOT_FOUND):
+                how_item.setForeground(QBrush(QColor("#a15c00")))
+            self.setItem(row, 2, how_item)
+            matched.append(row_how)
+        self.resizeRowsToContents()
+        height = self.horizontalHeader().height() + sum(
+            self.rowHeight(r) for r in range(self.rowCount())
+        )
+        self.setFixedHeight(min(height + 4, 260))
+        return matched
+
+    def matched(self) -> List[str]:
+        """How each row was matched, as :meth:`set_files` returned it."""
+        return [self.item(r, 2).text() for r in range(self.rowCount())]
+
+    @staticmethod
+    def is_matched(how: str) -> bool:
+        return how != NOT_FOUND
 
 
 def _swatch(color: Tuple[int, int, int]) -> str:
