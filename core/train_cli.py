@@ -25,23 +25,20 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
 from ..models.architectures import ARCHITECTURES
-from .errors import EXIT_OK, CancelledError, RequestError
+from .errors import EXIT_OK, CancelledError, LandFuseError, RequestError
 from .formatting import format_duration
 from .tasks import TASKS, Task, get_task
 
 __all__ = ["TrainingPrinter", "parse_class_table", "parse_label_map", "register"]
 
-#: Colours given to classes named on the command line without colours (then cycled).
-_PALETTE = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-)  # fmt: skip
+#: Chip size of ``--scene`` areas when ``--chip`` is not given.
+DEFAULT_CHIP = 256
 
 _TRAIN_EPILOG = """\
-Outputs in --out: checkpoint.pt (after every epoch: --resume continues from it), training_log.csv
-(metrics per epoch), learning_curves.png, and the weights (model.pt + model.pt.json) with the
-class table, bands, normalisation statistics, training provenance and validation scores; give
-them to predict-{task} --weights.
+Outputs in --out: the weights to map with (model.pt + model.pt.json: class table, bands,
+normalisation statistics, training provenance, validation scores; give them to predict-{task}
+--weights), training_log.csv (metrics per epoch), learning_curves.png, and
+checkpoints/checkpoint.pt (after every epoch, for --resume; not weights to map with).
 
 examples:
 {examples}
@@ -94,8 +91,11 @@ def parse_label_map(text: str) -> dict[Any, int]:
 def parse_class_table(text: str) -> tuple[Any, ...]:
     """A class table from a JSON file or a comma-separated list of names.
 
-    The JSON file holds a list of ``{"name": ..., "color": [r, g, b]}`` (values are the list
-    order), or names only; names on the command line get colours from a fixed palette.
+    The JSON file holds a list of ``{"name": ..., "color": ...}`` (values are the list order),
+    or names only; on the command line names are separated by commas, each with an optional
+    hex colour (``water:#1f78b4,trees``; the JSON file takes ``r,g,b`` too). A colour is
+    ``#rrggbb``, ``"r,g,b"`` or ``[r, g, b]``; a class without one gets a colour its name
+    suggests (water blue, trees green, built-up red), else one of a palette.
 
     Returns:
         ``ClassSpec`` tuple with values 0..n-1.
@@ -118,20 +118,21 @@ def parse_class_table(text: str) -> tuple[Any, ...]:
         entries = [name.strip() for name in text.split(",") if name.strip()]
     if not isinstance(entries, list) or not entries:
         raise argparse.ArgumentTypeError("the class table needs at least one class")
+    from .training.labels import colour_for, parse_colour
+
     classes = []
     for value, entry in enumerate(entries):
-        color: tuple[int, int, int]
-        if isinstance(entry, str):
-            name, color = entry, _PALETTE[value % len(_PALETTE)]
+        if isinstance(entry, str):  # "water" or "water:#1f78b4"
+            name, _, raw = entry.partition(":")
         elif isinstance(entry, dict) and "name" in entry:
-            name = str(entry["name"])
-            raw = entry.get("color", _PALETTE[value % len(_PALETTE)])
-            if not (isinstance(raw, (list, tuple)) and len(raw) == 3):
-                raise argparse.ArgumentTypeError(f"class {name}: color must be [r, g, b]")
-            color = (int(raw[0]), int(raw[1]), int(raw[2]))
+            name, raw = str(entry["name"]), entry.get("color")
         else:
             raise argparse.ArgumentTypeError(f"class entry {entry!r}: give a name or an object")
-        classes.append(ClassSpec(value, name, color))
+        try:
+            color = parse_colour(raw) if raw not in (None, "") else colour_for(name, value)
+        except LandFuseError as error:
+            raise argparse.ArgumentTypeError(f"class {name}: {error}") from None
+        classes.append(ClassSpec(value, name.strip(), color))
     return tuple(classes)
 
 
@@ -185,7 +186,11 @@ def _finite(value: Any) -> bool:
 
 
 def _add_data_options(parser: argparse.ArgumentParser, task: Task) -> None:
-    data = parser.add_argument_group("data (a published layout with --data, or --scene rasters)")
+    data = parser.add_argument_group(
+        "data (a published layout with --data, or --scene rasters)",
+        f"--data ROOT reads the {task.layout}: {task.layout_help}. Its images are used whole, or "
+        "cut into chips with --chip/--stride.",
+    )
     data.add_argument("--data", metavar="ROOT", help=f"dataset root in the {task.layout}")
     data.add_argument("--train-split", default="train", help="training split (train)")
     data.add_argument(
@@ -232,7 +237,12 @@ def _add_scene_options(group: Any, task: Task) -> None:
         metavar="MAP",
         help="label value to class, e.g. 0:255,1:0,2:1 (255 ignores a value)",
     )
-    group.add_argument("--chip", type=int, default=256, metavar="PX", help="chip size (256)")
+    group.add_argument(
+        "--chip",
+        type=int,
+        metavar="PX",
+        help="chip size (--scene: 256 by default; --data: cut the layout's images into chips)",
+    )
     group.add_argument("--stride", type=int, metavar="PX", help="chip step (default: --chip)")
     group.add_argument(
         "--min-labelled",
@@ -316,7 +326,16 @@ def _add_train_options(parser: argparse.ArgumentParser, task: Task) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="random seed (0)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    run.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    run.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: half the cores; all the cores of a busy machine are "
+        "many times slower than fewer)",
+    )
+    run.add_argument(
+        "--resume", action="store_true", help="continue from --out/checkpoints/checkpoint.pt"
+    )
     run.add_argument("--weights-name", default="model.pt", help="weights file name (model.pt)")
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress")
@@ -374,12 +393,36 @@ def _scenes(groups: Optional[Sequence[Sequence[str]]], args: argparse.Namespace)
     return scenes
 
 
+def _classes_from_polygons(args: argparse.Namespace, task: Task) -> None:
+    """Polygons with a class field and no ``--label-map``: the field's values (text or numbers)
+    become the classes, sorted, named by their values unless ``--classes`` names them."""
+    from .training.labels import polygon_classes
+    from .training.session import VECTOR_SUFFIXES, vector_values
+
+    if not args.label_field or args.label_map is not None:
+        return
+    values: list[Any] = []
+    for files in [*(args.scene or ()), *(args.val_scene or ())]:
+        if files and Path(files[-1]).suffix.lower() in VECTOR_SUFFIXES:
+            values += vector_values(files[-1], args.label_field)
+    if not values:
+        return
+    found = polygon_classes(values)
+    args.label_map = (
+        task.polygon_label_map(found) if not task.classes_from_labels else dict(found.label_map)
+    )
+    if task.classes_from_labels and args.classes is None:
+        args.classes = found.classes
+    shown = ", ".join(f"{k}→{v}" for k, v in list(args.label_map.items())[:12])
+    sys.stderr.write(f"landfuse: classes from the field '{args.label_field}': {shown}\n")
+
+
 def _chips(scenes: list[Any], args: argparse.Namespace, spec: Any) -> Any:
     from .datasets import RasterChipDataset
 
     dataset = RasterChipDataset(
         scenes,
-        chip_size=args.chip,
+        chip_size=args.chip or DEFAULT_CHIP,
         stride=args.stride,
         min_labelled_fraction=args.min_labelled,
         nearest_inputs=get_task(spec.task).nearest_inputs(spec),
@@ -392,7 +435,8 @@ def _chips(scenes: list[Any], args: argparse.Namespace, spec: Any) -> Any:
 
 
 def _layout_dataset(args: argparse.Namespace, spec: Any, split: Optional[str]) -> Any:
-    return get_task(spec.task).layout_dataset(
+    task = get_task(spec.task)
+    dataset = task.layout_dataset(
         args.data,
         split,
         spec,
@@ -400,6 +444,29 @@ def _layout_dataset(args: argparse.Namespace, spec: Any, split: Optional[str]) -
         hunan_remap=getattr(args, "hunan_remap", False),
         label_map=getattr(args, "label_map", None),
     )
+    if not args.chip:
+        return dataset
+    return _chips(_layout_scenes(dataset, task), args, spec)
+
+
+def _layout_scenes(dataset: Any, task: Task) -> list[Any]:
+    """The samples of a layout as scenes, to cut them into chips (``--chip``/``--stride``)."""
+    from .datasets import RasterScene
+
+    roles = task.layout_inputs or tuple(getattr(dataset, "modalities", ()))
+    label_map = getattr(dataset, "label_map", None) or task.layout_label_map
+    scenes = []
+    for index, name in enumerate(dataset.names):
+        files = dataset.files(index)
+        scenes.append(
+            RasterScene(
+                inputs=tuple(str(files[role]) for role in roles),
+                label=str(files["label"]),
+                label_map=label_map,
+                name=Path(name).stem,
+            )
+        )
+    return scenes
 
 
 def _datasets(args: argparse.Namespace, spec: Any) -> tuple[Any, Optional[Any], str]:
@@ -409,13 +476,14 @@ def _datasets(args: argparse.Namespace, spec: Any) -> tuple[Any, Optional[Any], 
         train = _layout_dataset(args, spec, args.train_split)
         val_split = None if args.val_split.lower() == "none" else args.val_split
         val = _layout_dataset(args, spec, val_split) if val_split else None
-        return train, val, f"{args.data} (splits {args.train_split} / {val_split})"
+        chips = f", chips of {args.chip} px, stride {args.stride or args.chip}" if args.chip else ""
+        return train, val, f"{args.data} (splits {args.train_split} / {val_split}{chips})"
     if not args.scene:
         raise RequestError("Give the training data: --data ROOT, or --scene FILES... LABEL.")
     train = _chips(_scenes(args.scene, args), args, spec)
     val = _chips(_scenes(args.val_scene, args), args, spec) if args.val_scene else None
     names = "; ".join(" ".join(s) for s in args.scene)
-    return train, val, f"chips of {args.chip} px from {names}"
+    return train, val, f"chips of {args.chip or DEFAULT_CHIP} px from {names}"
 
 
 def _recipe(args: argparse.Namespace, model: str) -> Any:
@@ -449,11 +517,19 @@ def _recipe(args: argparse.Namespace, model: str) -> Any:
 def _train(args: argparse.Namespace) -> int:
     from ..models.registry import get_model_spec
     from .training import TrainingConfig, resolve_model_spec, train
+    from .training.session import default_threads
 
+    threads = args.threads or default_threads()
+    if threads < 1:
+        raise RequestError("--threads must be at least 1.")
+    import torch
+
+    torch.set_num_threads(threads)
     spec = get_model_spec(args.model)
     if spec.task != args.task:
         other = get_task(spec.task).train_command
         raise RequestError(f"{args.model} is a {spec.task} model; use `landfuse {other}`.")
+    _classes_from_polygons(args, get_task(spec.task))
     config = TrainingConfig(
         model=args.model,
         output_dir=args.out,

@@ -22,6 +22,10 @@ object per line, flushed at once:
     last line of a successful run; exit status 0.
 ``{"type": "error", "error": "NoOverlapError", "message": "...", "exit_code": 2}``
 
+A training request (``"kind": "train"``, :class:`landfuse.core.training.session.TrainRequest`)
+trains instead: progress lines carry ``"stage": "train"`` with the epoch, the loss and, after
+each epoch, its validation ``metrics``; the result holds the weights and the assessment.
+
 With ``--validate`` the worker checks the request as a run would and stops: its warnings, then
 ``{"type": "result", "task": ..., "validated": true, "summary": {...}}`` (nothing written).
     last line of a failed run; exit status 2 (a problem the user can fix), 3 (cancelled) or 1
@@ -132,7 +136,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from . import engine
         from .requests import request_from_dict
 
-        request = request_from_dict(_read_request(args.request))
+        data = _read_request(args.request)
+        if data.get("kind") == "train":
+            return _train(data, emit, handler, args.cancel_file)
+        request = request_from_dict(data)
         emit("started", pid=os.getpid(), task=request.task)
         cancel_file = args.cancel_file
 
@@ -164,6 +171,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return code
     finally:
         sys.stdout = emit.stream
+
+
+def _train(data: dict[str, Any], emit: Emitter, handler: StopOnSignal, cancel_file: Any) -> int:
+    """A training session (``"kind": "train"``): progress per step and epoch, then the result
+    with the weights and the assessment (:func:`landfuse.core.training.session.run_session`)."""
+    from .training.session import run_session, train_request_from_dict
+
+    request = train_request_from_dict(data)
+    emit("started", pid=os.getpid(), task=request.task, mode="train")
+    result = run_session(
+        request,
+        progress=lambda event: emit("progress", **event),
+        cancel=lambda: handler.cancelled or bool(cancel_file and os.path.exists(cancel_file)),
+        warn=lambda warning: emit("warning", **warning.to_dict()),
+    )
+    emit("result", **result)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

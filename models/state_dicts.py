@@ -318,6 +318,12 @@ def extract_state_dict(
         WeightsMismatchError: when no state_dict can be found.
     """
     obj = checkpoint
+    if isinstance(obj, Mapping) and obj.get("format") == "landfuse-checkpoint":
+        raise WeightsMismatchError(
+            "This is a LandFuse training checkpoint (to resume a training run), not weights to "
+            "map with: choose model.pt in the training's output folder (the folder above "
+            "checkpoints/)."
+        )
     if isinstance(obj, Mapping):
         for key in container_keys:
             inner = obj.get(key)

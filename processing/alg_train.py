@@ -7,7 +7,8 @@ The weights written load in the mapping algorithms and the dock.
 """
 
 import os
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, Optional
 
 from qgis.core import (
     QgsProcessing,
@@ -37,19 +38,9 @@ from .alg_base import (
     option_parameter,
     with_help,
 )
-from .layers import layer_file_path
+from .layers import layer_file_path, write_polygons
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")
-
-
-def _vector_file(layer) -> str:
-    path = layer.source().split("|", 1)[0]
-    if not os.path.isfile(path):
-        raise QgsProcessingException(
-            f"The polygons of '{layer.name()}' are not saved in a file: save them (e.g. as a "
-            "GeoPackage) and use that layer."
-        )
-    return path
 
 
 class _TrainAlgorithm(LandFuseAlgorithm):
@@ -115,7 +106,8 @@ class _TrainAlgorithm(LandFuseAlgorithm):
                     [QgsProcessing.TypeVectorPolygon],
                     optional=True,
                 ),
-                "Polygons with a class field; pixels outside every polygon are not used.",
+                "Polygons with a class field of text or numbers (a scratch layer too); the "
+                "field's values name the classes; pixels outside every polygon are not used.",
             )
         )
         self.addParameter(
@@ -135,7 +127,8 @@ class _TrainAlgorithm(LandFuseAlgorithm):
                     optional=True,
                 ),
                 "Labelled polygons kept out of training, with the same class field: the model is "
-                "scored on them after every epoch and the best epoch is kept (early stopping).",
+                "scored on them after every epoch and the best epoch is kept. Without them a "
+                "spatial split keeps 30 % of the labelled chips apart for that.",
             )
         )
 
@@ -241,14 +234,34 @@ class _TrainAlgorithm(LandFuseAlgorithm):
             )
         )
         self.addParameter(advanced(with_help(option_parameter(DEVICE), DEVICE.help)))
+        self.addParameter(
+            advanced(
+                with_help(
+                    QgsProcessingParameterNumber(
+                        "THREADS",
+                        "CPU threads (0: automatic)",
+                        QgsProcessingParameterNumber.Integer,
+                        0,
+                        False,
+                        0,
+                        256,
+                    ),
+                    "Torch threads on the CPU; automatic takes half the cores, since all the "
+                    "cores of a busy machine run many times slower than fewer.",
+                )
+            )
+        )
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
         self.addOutput(QgsProcessingOutputFile("WEIGHTS", "Weights file"))
         self.addOutput(QgsProcessingOutputFile("LOG", "Training log (CSV)"))
         self.addOutput(QgsProcessingOutputFile("PLOT", "Learning curves (PNG)"))
-        self.addOutput(QgsProcessingOutputNumber("BEST_SCORE", "Best validation score"))
+        self.addOutput(QgsProcessingOutputFile("ASSESSMENT", "Assessment with its baseline (JSON)"))
+        self.addOutput(QgsProcessingOutputNumber("BEST_SCORE", "Validation score (mIoU / F1)"))
 
-    # -- building the datasets ---------------------------------------------------------------
-    def label_source(self, parameters, context, prefix: str = "") -> Optional[tuple]:
+    # -- the session -------------------------------------------------------------------------
+    def label_file(self, parameters, context, output: str, prefix: str = "") -> Optional[tuple]:
+        """The labels as a file and its class field: a label raster's file, or the polygons
+        (a scratch layer too: written to the output folder first)."""
         raster = (
             self.parameterAsRasterLayer(parameters, f"{prefix}LABELS", context)
             if not prefix
@@ -262,101 +275,106 @@ class _TrainAlgorithm(LandFuseAlgorithm):
             )
         if raster is not None:
             return layer_file_path(raster), None
-        if polygons is not None:
-            if not field:
-                raise QgsProcessingException("Choose the polygons' class field.")
-            return _vector_file(polygons), field
-        return None
+        if polygons is None:
+            return None
+        if not field:
+            raise QgsProcessingException("Choose the polygons' class field.")
+        if field not in polygons.fields().names():
+            raise QgsProcessingException(
+                f"'{polygons.name()}' has no field '{field}'; choose one of "
+                f"{', '.join(polygons.fields().names())}."
+            )
+        path = polygons.source().split("|", 1)[0]
+        if polygons.providerType() != "ogr" or not os.path.isfile(path) or "|" in polygons.source():
+            name = f"{prefix.lower()}labels"
+            try:
+                path = str(write_polygons(polygons, False, Path(output), name, "the labels"))
+            except LandFuseError as error:
+                raise QgsProcessingException(str(error)) from None
+        return path, field
 
-    def datasets(self, parameters, context, feedback, inputs: List[Any], spec):
-        from ..core.datasets import RasterChipDataset, RasterScene
+    def session_request(self, parameters, context, spec, inputs: Dict[str, Any]):
+        """The :class:`~landfuse.core.training.session.TrainRequest` of the parameters."""
         from ..core.train_cli import parse_label_map
+        from ..core.training.session import TrainRequest
 
-        label = self.label_source(parameters, context)
+        output = self.parameterAsString(parameters, "OUTPUT", context)
+        label = self.label_file(parameters, context, output)
         if label is None:
             raise QgsProcessingException("Give the labels: a label raster or labelled polygons.")
+        validation = self.label_file(parameters, context, output, prefix="VAL_")
         text = self.parameterAsString(parameters, "LABEL_MAP", context)
         try:
             label_map = parse_label_map(text) if text else None
-        except LandFuseError as error:
-            raise QgsProcessingException(str(error)) from None
-        if label_map is None and label[1] is None:
-            label_map = self.task.default_label_map(label[0])
-        chip = self.parameterAsInt(parameters, "CHIP", context)
+        except (LandFuseError, ValueError) as error:
+            raise QgsProcessingException(f"Label value mapping: {error}") from None
+        names = [
+            n.strip() for n in self.parameterAsString(parameters, "CLASSES", context).split(",")
+        ]
+        classes = tuple(
+            {"value": index, "name": name} for index, name in enumerate(n for n in names if n)
+        )
+        return TrainRequest(
+            task=self.TASK,
+            model=spec.name,
+            inputs=inputs,
+            labels=label[0],
+            label_field=label[1],
+            validation=validation[0] if validation else None,
+            output_dir=output,
+            classes=classes,
+            label_map=label_map,
+            epochs=self.parameterAsInt(parameters, "EPOCHS", context),
+            batch=self.parameterAsInt(parameters, "BATCH", context),
+            chip=self.parameterAsInt(parameters, "CHIP", context),
+            learning_rate=self.parameterAsDouble(parameters, "LR", context),
+            encoder=ENCODERS[self.parameterAsEnum(parameters, "ENCODER", context)],
+            device=self.parameterAsEnumString(parameters, "DEVICE", context),
+            threads=self.parameterAsInt(parameters, "THREADS", context),
+            seed=self.parameterAsInt(parameters, "SEED", context),
+            finetune_from=self.parameterAsFile(parameters, "FINETUNE", context) or None,
+            init_encoders=self.parameterAsFile(parameters, "INIT_ENCODERS", context) or None,
+        )
 
-        def chips(path: str, field: Optional[str]):
-            scene = RasterScene(tuple(inputs), path, label_field=field, label_map=label_map)
-            dataset = RasterChipDataset(
-                [scene],
-                chip_size=chip,
-                nearest_inputs=self.task.nearest_inputs(spec),
-                modalities=self.task.input_modalities(spec),
-            )
-            for warning in dataset.warnings:
-                self.push_warning(feedback, warning.message)
-            return dataset
-
-        train_set = chips(*label)
-        validation = self.label_source(parameters, context, prefix="VAL_")
-        val_set = chips(*validation) if validation is not None else None
-        return train_set, val_set
-
-    def train_model(self, parameters, context, feedback, spec, inputs: List[Any]) -> Dict[str, Any]:
+    def train_model(self, parameters, context, feedback, spec, inputs) -> Dict[str, Any]:
         self.require_torch()
-        from ..core.train_cli import parse_class_table
-        from ..core.training import TrainingConfig, recipe_for, train
+        from ..core.training.session import run_session
 
+        keyed = {slot.key: (source,) for slot, source in zip(self.task.slots(spec), inputs)}
         try:
-            train_set, val_set = self.datasets(parameters, context, feedback, inputs, spec)
-            changes: Dict[str, Any] = {
-                "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
-                "max_iterations": None,
-                "batch_size": self.parameterAsInt(parameters, "BATCH", context),
-            }
-            learning_rate = self.parameterAsDouble(parameters, "LR", context)
-            if learning_rate > 0:
-                changes["learning_rate"] = learning_rate
-            classes_text = self.parameterAsString(parameters, "CLASSES", context)
-            output = self.parameterAsString(parameters, "OUTPUT", context)
-            config = TrainingConfig(
-                model=spec.name,
-                output_dir=output,
-                recipe=recipe_for(spec.name, **changes),
-                encoder=ENCODERS[self.parameterAsEnum(parameters, "ENCODER", context)],
-                classes=parse_class_table(classes_text) if classes_text else None,
-                seed=self.parameterAsInt(parameters, "SEED", context),
-                device=self.parameterAsEnumString(parameters, "DEVICE", context),
-                init_encoders=self.parameterAsFile(parameters, "INIT_ENCODERS", context) or None,
-                finetune_from=self.parameterAsFile(parameters, "FINETUNE", context) or None,
-                data_description="QGIS Processing: chips from "
-                + ", ".join(os.path.basename(source.path) for source in inputs),
-                command=f"processing.run('landfuse:{self.name()}', ...)",
-            )
+            request = self.session_request(parameters, context, spec, keyed)
 
-            def progress(update) -> None:
-                feedback.setProgress(100.0 * update.fraction)
-                if update.phase == "epoch":
+            def progress(event: Dict[str, Any]) -> None:
+                feedback.setProgress(100.0 * float(event.get("fraction") or 0.0))
+                if event.get("phase") == "epoch":
                     scores = ", ".join(
                         f"{k} {v:.4f}"
-                        for k, v in update.metrics.items()
-                        if isinstance(v, float) and k != "epoch"
+                        for k, v in (event.get("metrics") or {}).items()
+                        if isinstance(v, float)
                     )
-                    feedback.pushInfo(f"Epoch {update.epoch}/{update.epochs}: {scores}")
+                    feedback.pushInfo(f"Epoch {event['epoch']}/{event['epochs']}: {scores}")
+                elif event.get("stage") != "train" and event.get("message"):
+                    feedback.pushInfo(str(event["message"]))
 
-            result = train(
-                config, train_set, val_set, progress=progress, should_stop=feedback.isCanceled
+            result = run_session(
+                request,
+                progress=progress,
+                cancel=feedback.isCanceled,
+                warn=lambda warning: self.push_warning(feedback, warning.message),
             )
-        except CancelledError as error:
+        except (CancelledError, LandFuseError) as error:
             raise QgsProcessingException(str(error)) from None
-        except LandFuseError as error:
-            raise QgsProcessingException(str(error)) from None
-        feedback.pushInfo(f"Weights: {result.weights_path}")
+        outputs = result["outputs"]
+        feedback.pushInfo(f"Weights: {outputs['weights']}")
+        feedback.pushInfo(f"Assessment: {result['assessment']['verdict']}")
+        network = result["assessment"].get("network") or {}
         return {
-            "OUTPUT": output,
-            "WEIGHTS": str(result.weights_path),
-            "LOG": str(result.log_path),
-            "PLOT": str(result.plot_path) if result.plot_path else None,
-            "BEST_SCORE": result.best_score,
+            "OUTPUT": request.output_dir,
+            "WEIGHTS": outputs["weights"],
+            "LOG": outputs["log"],
+            "PLOT": outputs["plot"] or None,
+            "ASSESSMENT": outputs["assessment"],
+            "BEST_SCORE": self.task.headline(network)[1],
         }
 
 

@@ -94,22 +94,37 @@ def export_polygons(
     Raises:
         LayerSourceError: for a non-polygon layer, no (selected) features, or a write failure.
     """
+    target = write_polygons(layer, selected_only, folder, name, "the area of interest")
+    return AreaOfInterest(polygon_file=str(target), layer=name)
+
+
+def write_polygons(
+    layer: QgsVectorLayer, selected_only: bool, folder: Path, name: str, role: str
+) -> Path:
+    """Write a polygon layer (a scratch layer too) to ``folder/<name>.gpkg`` with its fields.
+
+    Raises:
+        LayerSourceError: for a non-polygon layer, no (selected) features, or a write failure;
+            ``role`` says what the polygons are for ("the area of interest", "the labels").
+    """
     if layer is None or not layer.isValid():
-        raise LayerSourceError("Choose a valid polygon layer for the area of interest.")
+        raise LayerSourceError(f"Choose a valid polygon layer for {role}.")
     if layer.geometryType() != QgsWkbTypes.PolygonGeometry:
         raise LayerSourceError(
             f"Layer '{layer.name()}' holds "
-            f"{QgsWkbTypes.geometryDisplayString(layer.geometryType())} features; the area of "
-            "interest needs polygons."
+            f"{QgsWkbTypes.geometryDisplayString(layer.geometryType())} features; {role} needs "
+            "polygons."
         )
     count = layer.selectedFeatureCount() if selected_only else layer.featureCount()
     if count == 0:
         what = "selected features" if selected_only else "features"
         raise LayerSourceError(
-            f"Layer '{layer.name()}' has no {what}: select the polygons to map, or use all."
+            f"Layer '{layer.name()}' has no {what}: draw or select polygons for {role}."
         )
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.gpkg"
+    if target.exists():
+        target.unlink()
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = name
@@ -118,8 +133,8 @@ def export_polygons(
     result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(target), context, options)
     error_code, message = result[0], result[1]
     if error_code != QgsVectorFileWriter.NoError:
-        raise LayerSourceError(f"Could not write the area of interest to {target}: {message}")
-    return AreaOfInterest(polygon_file=str(target), layer=name)
+        raise LayerSourceError(f"Could not write {role} to {target}: {message}")
+    return target
 
 
 def output_folder_default(project: Optional[QgsProject] = None) -> Path:

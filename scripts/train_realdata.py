@@ -56,6 +56,16 @@ import torch
 
 from landfuse.core import datasets, engine, metrics, training
 from landfuse.core.requests import LandCoverRequest, ModalityInput
+from landfuse.core.training.baselines import (
+    SKLEARN_MISSING,
+    ChipSubset,
+    change_vector_analysis,
+    labelled_pixels,
+    otsu_threshold,  # noqa: F401 (the tests use it from here)
+    predict_forest,
+    sklearn_available,
+)
+from landfuse.core.training.baselines import fit_random_forest as _fit_forest
 from landfuse.models.errors import LandFuseError
 from landfuse.models.registry import ClassSpec, model_names
 
@@ -246,33 +256,6 @@ def prepare_folder(path: Path) -> Path:
     path.mkdir(parents=True)
     (path / MARKER).write_text("written by scripts/train_realdata.py\n", encoding="utf-8")
     return path
-
-
-class ChipSubset(datasets.LabelledDataset):
-    """Some chips of a :class:`~landfuse.core.datasets.RasterChipDataset` (a spatial split).
-
-    Args:
-        base: The chip dataset.
-        indices: Chip indices to keep, in order.
-    """
-
-    def __init__(self, base: datasets.RasterChipDataset, indices: Sequence[int]) -> None:
-        self.base = base
-        self.indices = [int(i) for i in indices]
-        self.ignore_index = base.ignore_index
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    @property
-    def names(self) -> list[str]:
-        """Chip names in index order."""
-        all_names = self.base.names
-        return [all_names[i] for i in self.indices]
-
-    def read(self, index: int) -> datasets.RawSample:
-        """Read one chip of the subset."""
-        return self.base.read(self.indices[index])
 
 
 def spread(indices: Sequence[int], limit: Optional[int]) -> list[int]:
@@ -499,63 +482,22 @@ def landcover_data(root: Path, settings: LandCoverSettings, workdir: Path) -> La
 
 
 def pixels_of(dataset: datasets.LabelledDataset) -> tuple[np.ndarray, np.ndarray]:
-    """Every labelled pixel of a dataset once: features ``[N, bands]`` and classes ``[N]``.
-
-    Overlapping chips of one scene share pixels; each pixel is taken once (the random forest
-    learns from the same pixels as the network, without counting overlaps twice).
-    """
-    features, labels = [], []
-    taken: dict[str, np.ndarray] = {}
-    chip_of = getattr(dataset, "base", dataset)
-    indices = getattr(dataset, "indices", range(len(dataset)))
-    for i, base_index in enumerate(indices):
-        sample = dataset.read(i)
-        keep = sample.label != IGNORE
-        if isinstance(chip_of, datasets.RasterChipDataset):
-            scene, window = chip_of.chip(base_index)
-            grid = chip_of.grid(chip_of.scenes.index(scene))
-            mask = taken.setdefault(scene.title, np.zeros((grid.height, grid.width), bool))
-            r0, c0 = int(window.row_off), int(window.col_off)
-            r1, c1 = r0 + int(window.height), c0 + int(window.width)
-            keep &= ~mask[r0:r1, c0:c1]
-            mask[r0:r1, c0:c1] |= keep
-        stack = np.concatenate(sample.inputs, axis=0)
-        features.append(stack[:, keep].T)
-        labels.append(sample.label[keep])
-    return np.concatenate(features).astype(np.float32), np.concatenate(labels)
+    """Every labelled pixel of a dataset once (the random forest's training pixels)."""
+    return labelled_pixels(dataset, IGNORE)
 
 
 def fit_random_forest(
     x: np.ndarray, y: np.ndarray, trees: int, max_samples: Optional[float], seed: int,
     threads: int,
 ) -> Any:  # fmt: skip
-    """A per-pixel random forest (scikit-learn) on features ``[N, bands]`` and classes ``[N]``.
+    """The per-pixel random forest of :mod:`landfuse.core.training.baselines`.
 
     Raises:
         RealDataError: scikit-learn is missing.
     """
-    try:
-        from sklearn.ensemble import RandomForestClassifier
-    except ImportError as exc:
-        raise RealDataError(
-            "The random forest baseline needs scikit-learn: apt-get install python3-sklearn "
-            "(scripts/setup.sh installs it)."
-        ) from exc
-    forest = RandomForestClassifier(
-        n_estimators=trees, max_samples=max_samples, n_jobs=threads, random_state=seed
-    )
-    return forest.fit(x, y)
-
-
-def predict_forest(forest: Any, dataset: datasets.LabelledDataset) -> list[np.ndarray]:
-    """The forest's class map of every sample of a dataset (same bands as its training)."""
-    maps = []
-    for i in range(len(dataset)):
-        sample = dataset.read(i)
-        stack = np.concatenate(sample.inputs, axis=0)
-        flat = stack.reshape(stack.shape[0], -1).T
-        maps.append(forest.predict(flat).reshape(sample.label.shape).astype(np.int64))
-    return maps
+    if not sklearn_available():
+        raise RealDataError(SKLEARN_MISSING)
+    return _fit_forest(x, y, trees, max_samples, seed, threads)
 
 
 def score_maps(
@@ -823,48 +765,6 @@ def train_landcover(
 
 # ---------------------------------------------------------------------------------------------
 # Change detection
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold: the cut of a histogram that maximises the between-class variance.
-
-    Args:
-        values: Any real values (e.g. change magnitudes).
-        bins: Histogram bins between the minimum and the maximum.
-
-    Returns:
-        The threshold (values above it are the upper class); the value itself when all are
-        equal.
-    """
-    values = np.asarray(values, dtype=np.float64).ravel()
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return lo
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(counts)
-    weight_high = weight_low[-1] - weight_low
-    sum_low = np.cumsum(counts * centres)
-    mean_low = sum_low / np.maximum(weight_low, 1)
-    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
-
-
-def change_vector_analysis(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, float]:
-    """Change-vector analysis with an Otsu threshold: the classical unsupervised baseline.
-
-    Args:
-        before: ``[bands, H, W]``.
-        after: ``[bands, H, W]`` (same bands).
-
-    Returns:
-        ``(change mask 0/1 [H, W], threshold)``: change where the Euclidean norm of the spectral
-        difference exceeds Otsu's threshold of this pair's magnitudes.
-    """
-    magnitude = np.sqrt(((after.astype(np.float64) - before.astype(np.float64)) ** 2).sum(axis=0))
-    threshold = otsu_threshold(magnitude)
-    return (magnitude > threshold).astype(np.int64), threshold
 
 
 def _change_chips(

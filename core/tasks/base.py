@@ -87,6 +87,10 @@ class Task:
     monitor: ClassVar[str] = "miou"
     #: Class value scored as "change" by the training metrics (None: not a change task).
     change_class: ClassVar[Optional[int]] = None
+    #: Training takes its class table from the user's labels (else it keeps the model's).
+    classes_from_labels: ClassVar[bool] = True
+    #: The model that trains in minutes on a CPU: the Train tab's default there.
+    cpu_training_model: ClassVar[str] = ""
     #: Request fields of this task only, offered by every surface like the run options.
     options: ClassVar[Tuple[RunOption, ...]] = ()
     #: The slots share one band selection (both dates of one sensor).
@@ -95,6 +99,12 @@ class Task:
     train_command: ClassVar[str] = ""
     #: The task's published dataset layout (``--data``), and what a ``--scene`` lists.
     layout: ClassVar[str] = ""
+    #: The layout's folders as ``--help`` shows them (the files of a sample share a name).
+    layout_help: ClassVar[str] = ""
+    #: A layout sample's file roles (``files(i)`` keys) of the network inputs, and of the label.
+    layout_inputs: ClassVar[Tuple[str, ...]] = ()
+    #: How a layout's label values become classes when its reader has no mapping.
+    layout_label_map: ClassVar[Optional[Dict[int, int]]] = None
     scene_inputs: ClassVar[str] = ""
     #: Its layout keeps one folder per modality (``--modalities`` and ``--hunan-remap`` apply).
     modality_folders: ClassVar[bool] = False
@@ -140,6 +150,24 @@ class Task:
     def layout_dataset(self, root: Any, split: Optional[str], spec: Any, **options: Any) -> Any:
         """The task's published dataset layout under ``root`` (``split``: train/val/test)."""
         raise NotImplementedError
+
+    def polygon_label_map(self, found: Any) -> Dict[Any, int]:
+        """How the values of a polygon class field become class indices
+        (``found``: the :class:`~landfuse.core.training.labels.LabelClasses` of the values)."""
+        return dict(found.label_map)
+
+    def baseline(self, train_set: Any, val_set: Any, names: Sequence[str], **options: Any) -> Any:
+        """The classical method scored beside a trained network on the same validation pixels
+        (a :class:`~landfuse.core.training.baselines.Baseline`)."""
+        from ..training.baselines import random_forest_baseline
+
+        return random_forest_baseline(train_set, val_set, names, **options)
+
+    def headline(self, scores: Mapping[str, Any]) -> Tuple[str, Optional[float]]:
+        """The score an assessment leads with, and its name (from ``report_summary``)."""
+        if self.change_class is not None:
+            return "change F1", (scores.get("change") or {}).get("f1")
+        return "mIoU", scores.get("miou")
 
     def default_label_map(self, label_path: str) -> Optional[Dict[int, int]]:
         """How a label raster's values become classes when the user gives no mapping."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +41,15 @@ class ChangeTask(Task):
     map_title = "Change map"
     train_command = "train-change"
     layout = "LEVIR-CD layout (A/, B/, label/)"
+    layout_help = (
+        "ROOT/{train,val,test}/{A,B,label}/NAME.png (A: before, B: after, label: 0/255 mask, "
+        "paired by file name), or ROOT/{A,B,label}/ with ROOT/list/{train,val,test}.txt naming "
+        "the files of each split"
+    )
+    classes_from_labels = False
+    cpu_training_model = "amfnet_lite_s2"
+    layout_inputs = ("A", "B")
+    layout_label_map: ClassVar[Optional[Dict[int, int]]] = {0: 0, 255: 1, 1: 1}
     scene_inputs = "BEFORE AFTER LABEL"
     summary = "detect changes between two dates (before / after)"
     description = "Detect changes between a 'before' and an 'after' image (AMFNet)."
@@ -97,6 +106,23 @@ class ChangeTask(Task):
         from ..datasets import LevirCDDataset
 
         return LevirCDDataset(root, split=split)
+
+    def polygon_label_map(self, found: Any) -> Dict[Any, int]:
+        """Numbers: above 0 is change; text: "no change", "unchanged", "stable"… are no change,
+        anything else is change."""
+        if all(isinstance(value, (int, float)) for value in found.label_map):
+            return {value: int(float(value) > 0) for value in found.label_map}
+        quiet = ("no change", "no_change", "nochange", "unchanged", "stable", "none")
+        return {
+            value: 0 if any(w in str(value).lower() for w in quiet) else 1
+            for value in found.label_map
+        }
+
+    def baseline(self, train_set: Any, val_set: Any, names: Sequence[str], **options: Any) -> Any:
+        """Change-vector analysis + Otsu (unsupervised: it needs no training pixels)."""
+        from ..training.baselines import cva_baseline
+
+        return cva_baseline(val_set, names)
 
     def default_label_map(self, label_path: str) -> Optional[Dict[int, int]]:
         """0/255 change masks (LEVIR-CD, OSCD) mean 0 no change, 255 change."""

@@ -30,6 +30,12 @@ class LandCoverTask(Task):
     map_title = "Land-cover map"
     train_command = "train-landcover"
     layout = "AMM-FuseNet layout (ann_dir, s2_dir...)"
+    cpu_training_model = "amm_fusenet_lite_s2_s1_dem"
+    layout_help = (
+        "ROOT/ann_dir/{train,val,test}/NAME.tif (class labels) with ROOT/s2_dir/, s1_dir/, "
+        "dem_dir/ holding the same split folders and file names (one folder per modality of the "
+        "model, --modalities to name others)"
+    )
     scene_inputs = "S2 S1 ... LABEL"
     modality_folders = True
     summary = "map land cover from Sentinel-2 plus Sentinel-1 and/or a DEM (or other modalities)"

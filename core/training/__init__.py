@@ -16,11 +16,12 @@ The models the plugin trains use fixed per-band statistics computed from the tra
 (normalisation mode ``fixed_stats``), stored in the weights file, so every tile of a scene sees
 the same scaling at inference (no seams, unlike per-tile min-max).
 
-A run (:func:`train`) writes into its output folder: ``checkpoint.pt`` after every epoch (model,
-optimiser, scheduler, epoch, best score and weights, RNG states, history), ``training_log.csv``
-(metrics per epoch), ``learning_curves.png``, and the final weights (``model.pt`` + JSON
+A run (:func:`train`) writes into its output folder: the final weights (``model.pt`` + JSON
 sidecar, :func:`landfuse.models.weights.save_weights`: those of the best validation epoch) with
-classes, bands, normalisation, provenance and validation metrics.
+classes, bands, normalisation, provenance and validation metrics; ``training_log.csv``
+(metrics per epoch); ``learning_curves.png``; and ``checkpoints/checkpoint.pt`` after every
+epoch (model, optimiser, scheduler, epoch, best score and weights, RNG states, history), kept
+apart so it is never taken for the weights (loading it as weights says which file to use).
 
 Determinism: the initialisation comes from the seed, the sample order of epoch ``e`` from
 ``(seed, e)`` and the augmentation of sample ``i`` in epoch ``e`` from ``(seed, e, i)``; the

@@ -24,7 +24,8 @@ from ..datasets import JointAugmentation
 PathLike = Union[str, Path]
 
 
-CHECKPOINT_NAME = "checkpoint.pt"
+#: The resumable checkpoint, kept apart from the weights to map with (``model.pt``).
+CHECKPOINT_NAME = "checkpoints/checkpoint.pt"
 LOG_NAME = "training_log.csv"
 PLOT_NAME = "learning_curves.png"
 #: During a run the plot is redrawn at most this often (seconds); always at the end.
@@ -194,7 +195,7 @@ class TrainingConfig:
             every encoder before training (``conv1`` adapted to the band count).
         finetune_from: A project weights file or a published reference checkpoint to start from;
             the final classifier layer(s) are replaced when the class table differs.
-        resume: Continue from ``output_dir/checkpoint.pt`` when it exists.
+        resume: Continue from ``output_dir/checkpoints/checkpoint.pt`` when it exists.
         weights_name: File name of the final weights in ``output_dir``.
         data_description: Free text for the provenance (e.g. the dataset and its split).
         command: The command line that started the run (provenance).

@@ -173,6 +173,7 @@ def _choose_normalisation(
 
 
 def _save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(dict(payload), tmp)
     os.replace(tmp, path)
@@ -257,7 +258,7 @@ class _RunPlan:
         steps_per_epoch: Optimiser steps of a full epoch.
         epochs: Planned epochs.
         total_steps: Planned optimiser steps.
-        checkpoint_path: ``out/checkpoint.pt``.
+        checkpoint_path: ``out/checkpoints/checkpoint.pt``.
     """
 
     config: TrainingConfig

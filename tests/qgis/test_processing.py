@@ -263,6 +263,57 @@ def test_train_landcover_needs_labels(provider, scenes, tmp_path):
         )
 
 
+def _scratch_polygons(names_and_boxes, crs="EPSG:32631"):
+    """A memory (scratch) polygon layer with a text class field, as a user draws it."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRectangle
+
+    layer = QgsVectorLayer(f"Polygon?crs={crs}&field=landuse:string", "my labels", "memory")
+    features = []
+    for name, (x0, y0, x1, y1) in names_and_boxes:
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x0, y0, x1, y1)))
+        feature.setAttribute("landuse", name)
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def test_train_landcover_from_a_scratch_layer_with_a_text_field(provider, scenes, tmp_path):
+    """Issue 14: a memory layer is accepted, its text values name the classes (no mapping
+    under Advanced), the assessment has the random forest on the same pixels; a typo in a
+    mapping is a Processing error that says what to fix, not a traceback."""
+    x, y = 500000.0, 4500000.0  # the scenes' origin; 96 px of 10 m
+    layer = _scratch_polygons(
+        [("water", (x, y - 960, x + 470, y)), ("trees", (x + 490, y - 960, x + 960, y))]
+    )
+    out = tmp_path / "run"
+    parameters = {
+        "MODEL": "amm_fusenet_s2_s1_hunan",
+        "S2": str(scenes["s2"]),
+        "S1": str(scenes["s1"]),
+        "POLYGONS": layer,
+        "FIELD": "landuse",
+        "ENCODER": 0,
+        "EPOCHS": 1,
+        "BATCH": 2,
+        "CHIP": 32,
+        "THREADS": 1,
+        "OUTPUT": str(out),
+    }
+    trained = _run("trainlandcover", parameters)
+    sidecar = json.loads(Path(trained["WEIGHTS"] + ".json").read_text())["metadata"]
+    assert [c["name"] for c in sidecar["classes"]] == ["trees", "water"]
+    assessment = json.loads(Path(trained["ASSESSMENT"]).read_text())
+    assert assessment["network"]["class_names"] == ["trees", "water"]
+    assert assessment["baseline"]["name"].startswith("random forest")
+    assert (out / "labels.gpkg").is_file()  # the scratch layer, written for the worker
+    with pytest.raises(QgsProcessingException, match=r"'water'.*not in the label mapping"):
+        _run("trainlandcover", {**parameters, "LABEL_MAP": "trees:0,watr:1"})
+    with pytest.raises(QgsProcessingException, match="VALUE:CLASS"):
+        _run("trainlandcover", {**parameters, "LABEL_MAP": "trees=0"})
+
+
 @pytest.mark.realdata
 def test_change_on_plain_pngs_needs_pixel_grid_mode(provider, weights, realdata, tmp_path):
     """LEVIR-CD tiles have no georeferencing: a clear error, then a run in pixel-grid mode."""

@@ -230,3 +230,80 @@ def test_command_errors(tmp_path, capsys) -> None:
     assert code == 2 and "does not exist" in capsys.readouterr().err
     code = main(["evaluate", "--map", str(tmp_path / "m.tif")])
     assert code == 2 and "--reference" in capsys.readouterr().err
+
+
+def test_class_tables_take_hex_colours_and_colours_that_suit_their_names(tmp_path) -> None:
+    """Issue 14: hex colours as the docs say; without one, water is blue and trees green."""
+    from landfuse.core.training.labels import colour_for
+
+    classes = train_cli.parse_class_table("water:#1f78b4, trees")
+    assert classes[0].color == (31, 120, 180) and classes[1].color == colour_for("trees", 1)
+    path = tmp_path / "classes.json"
+    path.write_text(
+        json.dumps([{"name": "a", "color": "#010203"}, {"name": "b", "color": "4,5,6"}])
+    )
+    assert [c.color for c in train_cli.parse_class_table(str(path))] == [(1, 2, 3), (4, 5, 6)]
+    with pytest.raises(argparse.ArgumentTypeError, match="#1f78b4"):
+        train_cli.parse_class_table("water:blue")
+
+
+def test_help_documents_the_data_layout_and_the_threads(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train-change", "--help"])
+    text = capsys.readouterr().out
+    assert "ROOT/{train,val,test}/{A,B,label}/NAME.png" in text and "--threads" in text
+    assert "checkpoints/checkpoint.pt" in text
+
+
+def test_train_change_data_honours_chip_and_stride(tmp_path, capsys) -> None:
+    """Issue 14/15: ``--data`` with ``--chip``/``--stride`` cuts the layout's images into chips
+    (four 64-px pairs → 4 × 9 chips of 32 px at stride 16), one optimiser step per batch."""
+    data = tmp_path / "levir"
+    _levir(data / "train", 4, 1)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train-change", "--model", "amfnet_rgb_levir", "--data", str(data),
+            "--val-split", "none", "--chip", "32", "--stride", "16", "--encoder", "resnet18",
+            "--epochs", "1", "--batch", "6", "--device", "cpu", "--threads", "1",
+            "--out", str(out), "--json", "-q",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    metadata = json.loads(Path(summary["weights"] + ".json").read_text())["metadata"]
+    assert metadata["training"]["data"]["train_samples"] == 36
+    assert metadata["training"]["steps"] == 6  # 36 chips / batch 6: not one step per epoch
+    assert "chips of 32 px, stride 16" in metadata["training"]["data"]["description"]
+    assert torch.get_num_threads() == 1
+
+
+def test_text_class_fields_become_classes_on_the_command_line(tmp_path, capsys) -> None:
+    """Polygons with a text class field train without --label-map: the values name the classes."""
+    rng = np.random.default_rng(0)
+    image = _write(tmp_path / "rgb.tif", rng.integers(0, 255, (3, 64, 64)).astype(np.uint8))
+    x0, y1 = 500000, 4000640
+    features = [
+        {"type": "Feature", "properties": {"kind": name},
+         "geometry": {"type": "Polygon", "coordinates": [[
+             [x0 + dx, y1 - 600], [x0 + dx + 300, y1 - 600], [x0 + dx + 300, y1 - 20],
+             [x0 + dx, y1 - 20], [x0 + dx, y1 - 600]]]}}
+        for name, dx in (("water", 20), ("trees", 330))
+    ]  # fmt: skip
+    polygons = tmp_path / "labels.geojson"
+    polygons.write_text(
+        json.dumps(
+            {"type": "FeatureCollection", "features": features,
+             "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}}}
+        )
+    )  # fmt: skip
+    code = main(
+        [
+            "train-change", "--model", "amfnet_rgb_levir", "--scene", str(image), str(image),
+            str(polygons), "--label-field", "kind", "--chip", "32", "--val-split", "none",
+            "--encoder", "resnet18", "--epochs", "1", "--batch", "2", "--device", "cpu",
+            "--out", str(tmp_path / "run"), "--json", "-q",
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "classes from the field 'kind': trees→1, water→1" in capsys.readouterr().err

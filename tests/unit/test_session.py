@@ -1,0 +1,228 @@
+"""Issue 14: from layers and a few labels to weights and an honest assessment (the core of the
+Train tab): class tables from labels, the spatial split, the baselines, a whole session."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from landfuse.core.errors import DatasetError, RequestError
+from landfuse.core.requests import RasterSource
+from landfuse.core.training import baselines
+from landfuse.core.training.labels import colour_for, parse_colour, polygon_classes, raster_classes
+from landfuse.core.training.session import (
+    TrainRequest,
+    label_classes,
+    run_session,
+    train_request_from_dict,
+)
+from landfuse.models.registry import get_model_spec
+
+ORIGIN = (500000.0, 4500000.0)
+SIZE = 96
+
+
+def _tif(path: Path, data: np.ndarray, descriptions=()) -> str:
+    with rasterio.open(
+        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+        count=data.shape[0], dtype=data.dtype, crs="EPSG:32631",
+        transform=from_origin(ORIGIN[0], ORIGIN[1], 10, 10),
+    ) as dst:  # fmt: skip
+        dst.write(data)
+        for i, text in enumerate(descriptions, start=1):
+            dst.set_band_description(i, text)
+    return str(path)
+
+
+def _stripes(width: int = SIZE) -> np.ndarray:
+    """Class of each column: three vertical stripes (water, trees, built)."""
+    return np.repeat(np.arange(3), width // 3)[None, :].repeat(SIZE, axis=0)
+
+
+def _scene(folder: Path) -> dict:
+    """S2 (13 bands), S1 (VV/VH) and a DEM whose values follow three land-cover stripes."""
+    rng = np.random.default_rng(0)
+    cls = _stripes()
+    s2_means = np.array(
+        [[300] * 7 + [200, 200, 100, 50, 100, 80],  # water: dark, darker in NIR and SWIR
+         [400] * 7 + [3000, 2800, 400, 60, 1500, 700],  # trees: bright NIR
+         [1800] * 7 + [2200, 2200, 900, 80, 2600, 2400]],  # built: bright everywhere
+        np.float32,
+    )  # fmt: skip
+    s2 = s2_means[cls].transpose(2, 0, 1) + rng.normal(0, 120, (13, SIZE, SIZE))
+    s1 = np.array([[-20, -26], [-9, -15], [-4, -10]], np.float32)[cls].transpose(2, 0, 1)
+    s1 = s1 + rng.normal(0, 1.0, s1.shape)
+    dem = (np.array([100, 180, 140], np.float32)[cls] + rng.normal(0, 5, cls.shape))[None]
+    names = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
+    return {
+        "s2": _tif(folder / "s2.tif", np.clip(s2, 1, 10000).astype(np.uint16), names),
+        "s1": _tif(folder / "s1.tif", s1.astype(np.float32), ("VV", "VH")),
+        "dem": _tif(folder / "dem.tif", dem.astype(np.float32), ("elevation",)),
+    }
+
+
+def _polygons(path: Path, names=("Water", "trees", "built-up")) -> str:
+    """One polygon per stripe, with a text class field as a user types it."""
+    features = []
+    stripe = SIZE // 3 * 10
+    for i, name in enumerate(names):
+        x0 = ORIGIN[0] + i * stripe + 10
+        x1, y0, y1 = x0 + stripe - 20, ORIGIN[1] - SIZE * 10 + 10, ORIGIN[1] - 10
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        features.append(
+            {"type": "Feature", "properties": {"landuse": name},
+             "geometry": {"type": "Polygon", "coordinates": [ring]}}
+        )  # fmt: skip
+    collection = {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32631"}},
+        "features": features,
+    }
+    path.write_text(json.dumps(collection))
+    return str(path)
+
+
+def test_class_tables_come_from_the_labels() -> None:
+    table = polygon_classes(["trees", " water", "trees", None, "built-up"])
+    assert table.names == ["built-up", "trees", "water"]
+    assert table.label_map[" water"] == table.label_map["water"] == 2
+    assert [c.color for c in table.classes] == [
+        colour_for("built-up", 0), colour_for("trees", 1), colour_for("water", 2)
+    ]  # fmt: skip
+    assert colour_for("Forest", 0)[1] > colour_for("Forest", 0)[2]  # green, not blue
+    assert colour_for("Lake", 5)[2] > 150 and colour_for("urban", 0)[0] > 200
+    numbers = polygon_classes([3, 1, 3.0])
+    assert numbers.names == ["class 1", "class 3"] and numbers.label_map == {1: 0, 3: 1}
+    with pytest.raises(DatasetError, match="label some polygons"):
+        polygon_classes([None, " "])
+    assert parse_colour("#1f78b4") == (31, 120, 180) == parse_colour("31, 120, 180")
+    with pytest.raises(DatasetError, match="#1f78b4"):
+        parse_colour("blueish")
+    worldcover = raster_classes([0, 10, 40, 50, 80])
+    assert worldcover.legend == "ESA WorldCover"
+    assert worldcover.names == ["trees", "cropland", "built-up", "permanent water"]
+    assert worldcover.label_map[0] == 255 and worldcover.label_map[80] == 3
+    plain = raster_classes([0, 1, 2, 255], ["", "fields", "woods"])
+    assert plain.names == ["class 0", "fields", "woods"] and plain.label_map[255] == 255
+
+
+def test_the_spatial_split_keeps_whole_chips_apart_and_every_class_on_both_sides(tmp_path):
+    from landfuse.core.datasets import RasterChipDataset, RasterScene
+
+    files = _scene(tmp_path)
+    label = _tif(tmp_path / "label.tif", _stripes()[None].astype(np.uint8))
+    chips = RasterChipDataset([RasterScene((files["s2"],), label)], chip_size=32)
+    train, val = baselines.spatial_split(chips, 3, holdout=0.3, seed=0)
+    assert set(train).isdisjoint(val) and sorted(train + val) == list(range(len(chips)))
+    assert 2 <= len(val) <= 4
+    for side in (train, val):
+        seen = set()
+        for i in side:
+            seen |= set(np.unique(chips.read(i).label).tolist())
+        assert seen == {0, 1, 2}
+    assert baselines.spatial_split(chips, 3, 0.3, seed=0) == (train, val)  # seeded
+
+
+def test_cva_scores_a_change_it_sees(tmp_path):
+    before = np.zeros((3, 32, 32), np.float32)
+    after = before.copy()
+    after[:, 8:16, 8:16] = 50
+    mask, _ = baselines.change_vector_analysis(before, after)
+    assert mask[8:16, 8:16].all() and mask.sum() == 64
+
+
+def test_a_training_request_round_trips_and_refuses_nonsense(tmp_path):
+    request = TrainRequest(
+        task="landcover",
+        model="amm_fusenet_lite_s2_s1_dem",
+        inputs={"s2": (RasterSource("a.tif", (1, 2)),)},
+        labels="p.geojson",
+        label_field="class",
+        output_dir=str(tmp_path),
+        classes=({"value": "water", "name": "water", "color": "#0000ff"},),
+    )
+    again = train_request_from_dict(json.loads(json.dumps(request.to_dict())))
+    assert again == request
+    with pytest.raises(RequestError, match="multiple of 32"):
+        TrainRequest("landcover", "m", {}, "p.gpkg", str(tmp_path), chip=50)
+    with pytest.raises(RequestError, match="Unknown fields"):
+        train_request_from_dict({**request.to_dict(), "epoch": 3})
+
+
+def test_user_classes_with_hex_colours_and_typos_in_values(tmp_path):
+    polygons = _polygons(tmp_path / "p.geojson")
+    spec = get_model_spec("amm_fusenet_lite_s2_s1_dem")
+    request = TrainRequest(
+        "landcover", spec.name, {}, polygons, str(tmp_path), label_field="landuse",
+        classes=({"value": "Water", "name": "water", "color": "#1f78b4"},
+                 {"value": "trees", "name": "trees", "color": ""},
+                 {"value": "built-up", "name": "built", "color": "200,0,0"}),
+    )  # fmt: skip
+    found = label_classes(request, spec)
+    assert [c.color for c in found.classes] == [(31, 120, 180), colour_for("trees", 1), (200, 0, 0)]
+    missing = TrainRequest(
+        "landcover", spec.name, {}, polygons, str(tmp_path), label_field="landuse",
+        classes=({"value": "water", "name": "water"}, {"value": "trees", "name": "trees"}),
+    )  # fmt: skip
+    inputs = {k: (RasterSource(v),) for k, v in _scene(tmp_path).items()}
+    with pytest.raises(DatasetError, match="'Water'"):  # the typo is named, not a traceback
+        run_session(replace(missing, inputs=inputs, epochs=1))
+
+
+@pytest.mark.slow
+def test_a_session_trains_scores_and_compares_with_the_random_forest(tmp_path):
+    """A whole session in the worker: polygons with a text field, the spatial split, the lite
+    network, the assessment with class names and the random forest on the same pixels."""
+    files = _scene(tmp_path)
+    request = TrainRequest(
+        task="landcover",
+        model="amm_fusenet_lite_s2_s1_dem",
+        inputs={k: (RasterSource(v),) for k, v in files.items()},
+        labels=_polygons(tmp_path / "labels.geojson"),
+        label_field="landuse",
+        output_dir=str(tmp_path / "run"),
+        epochs=3,
+        chip=32,
+        batch=4,
+        threads=1,
+        device="cpu",
+    )
+    (tmp_path / "request.json").write_text(json.dumps(request.to_dict()))
+    done = subprocess.run(
+        [sys.executable, "-m", "landfuse.core.worker", str(tmp_path / "request.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[0]["type"] == "started" and events[0]["mode"] == "train"
+    epochs = [e for e in events if e["type"] == "progress" and e.get("phase") == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3] and "miou" in epochs[-1]["metrics"]
+    result = events[-1]
+    assert result["type"] == "result", events[-1]
+    assessment = result["assessment"]
+    assert assessment["network"]["class_names"] == ["Water", "built-up", "trees"]
+    assert assessment["baseline"]["name"].startswith("random forest")
+    assert assessment["baseline"]["miou"] > 0.9  # the stripes are easy for a forest
+    assert "random forest" in assessment["verdict"]
+    outputs = result["outputs"]
+    assert Path(outputs["weights"]).parent == tmp_path / "run"
+    assert Path(outputs["checkpoint"]).parent.name == "checkpoints"
+    csv = Path(outputs["confusion"]).read_text()
+    assert "Water" in csv and "class_0" not in csv
+    sidecar = json.loads(Path(outputs["weights"] + ".json").read_text())
+    colours = {c["name"]: c["color"] for c in sidecar["metadata"]["classes"]}
+    assert colours["trees"] == list(colour_for("trees", 0))
+    # The checkpoint is refused as weights, with the file to use.
+    from landfuse.models.errors import WeightsError
+    from landfuse.models.weights import load_model
+
+    with pytest.raises(WeightsError, match=r"model\.pt"):
+        load_model(outputs["checkpoint"], model_name=request.model)
