@@ -118,7 +118,7 @@ def parse_class_table(text: str) -> tuple[Any, ...]:
         entries = [name.strip() for name in text.split(",") if name.strip()]
     if not isinstance(entries, list) or not entries:
         raise argparse.ArgumentTypeError("the class table needs at least one class")
-    from .training.labels import colour_for, parse_colour
+    from .label_classes import colour_for, parse_colour
 
     classes = []
     for value, entry in enumerate(entries):
@@ -396,8 +396,8 @@ def _scenes(groups: Optional[Sequence[Sequence[str]]], args: argparse.Namespace)
 def _classes_from_polygons(args: argparse.Namespace, task: Task) -> None:
     """Polygons with a class field and no ``--label-map``: the field's values (text or numbers)
     become the classes, sorted, named by their values unless ``--classes`` names them."""
-    from .training.labels import polygon_classes
-    from .training.session import VECTOR_SUFFIXES, vector_values
+    from .label_classes import polygon_classes
+    from .train_requests import VECTOR_SUFFIXES, vector_values
 
     if not args.label_field or args.label_map is not None:
         return
@@ -516,8 +516,8 @@ def _recipe(args: argparse.Namespace, model: str) -> Any:
 
 def _train(args: argparse.Namespace) -> int:
     from ..models.registry import get_model_spec
+    from .train_requests import default_threads
     from .training import TrainingConfig, resolve_model_spec, train
-    from .training.session import default_threads
 
     threads = args.threads or default_threads()
     if threads < 1:

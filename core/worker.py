@@ -22,7 +22,7 @@ object per line, flushed at once:
     last line of a successful run; exit status 0.
 ``{"type": "error", "error": "NoOverlapError", "message": "...", "exit_code": 2}``
 
-A training request (``"kind": "train"``, :class:`landfuse.core.training.session.TrainRequest`)
+A training request (``"kind": "train"``, :class:`landfuse.core.train_requests.TrainRequest`)
 trains instead: progress lines carry ``"stage": "train"`` with the epoch, the loss and, after
 each epoch, its validation ``metrics``; the result holds the weights and the assessment.
 
@@ -176,7 +176,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _train(data: dict[str, Any], emit: Emitter, handler: StopOnSignal, cancel_file: Any) -> int:
     """A training session (``"kind": "train"``): progress per step and epoch, then the result
     with the weights and the assessment (:func:`landfuse.core.training.session.run_session`)."""
-    from .training.session import run_session, train_request_from_dict
+    from .train_requests import train_request_from_dict
+    from .training.session import run_session
 
     request = train_request_from_dict(data)
     emit("started", pid=os.getpid(), task=request.task, mode="train")

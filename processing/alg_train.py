@@ -296,7 +296,7 @@ class _TrainAlgorithm(LandFuseAlgorithm):
     def session_request(self, parameters, context, spec, inputs: Dict[str, Any]):
         """The :class:`~landfuse.core.training.session.TrainRequest` of the parameters."""
         from ..core.train_cli import parse_label_map
-        from ..core.training.session import TrainRequest
+        from ..core.train_requests import TrainRequest
 
         output = self.parameterAsString(parameters, "OUTPUT", context)
         label = self.label_file(parameters, context, output)

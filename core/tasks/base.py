@@ -153,7 +153,7 @@ class Task:
 
     def polygon_label_map(self, found: Any) -> Dict[Any, int]:
         """How the values of a polygon class field become class indices
-        (``found``: the :class:`~landfuse.core.training.labels.LabelClasses` of the values)."""
+        (``found``: the :class:`~landfuse.core.label_classes.LabelClasses` of the values)."""
         return dict(found.label_map)
 
     def baseline(self, train_set: Any, val_set: Any, names: Sequence[str], **options: Any) -> Any:

@@ -13,15 +13,11 @@ import rasterio
 from rasterio.transform import from_origin
 
 from landfuse.core.errors import DatasetError, RequestError
+from landfuse.core.label_classes import colour_for, parse_colour, polygon_classes, raster_classes
 from landfuse.core.requests import RasterSource
+from landfuse.core.train_requests import TrainRequest, label_classes, train_request_from_dict
 from landfuse.core.training import baselines
-from landfuse.core.training.labels import colour_for, parse_colour, polygon_classes, raster_classes
-from landfuse.core.training.session import (
-    TrainRequest,
-    label_classes,
-    run_session,
-    train_request_from_dict,
-)
+from landfuse.core.training.session import run_session
 from landfuse.models.registry import get_model_spec
 
 ORIGIN = (500000.0, 4500000.0)

@@ -234,7 +234,7 @@ def test_command_errors(tmp_path, capsys) -> None:
 
 def test_class_tables_take_hex_colours_and_colours_that_suit_their_names(tmp_path) -> None:
     """Issue 14: hex colours as the docs say; without one, water is blue and trees green."""
-    from landfuse.core.training.labels import colour_for
+    from landfuse.core.label_classes import colour_for
 
     classes = train_cli.parse_class_table("water:#1f78b4, trees")
     assert classes[0].color == (31, 120, 180) and classes[1].color == colour_for("trees", 1)

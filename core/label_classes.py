@@ -16,8 +16,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ...models.specs import ClassSpec
-from ..errors import DatasetError
+from ..models.specs import ClassSpec
+from .errors import DatasetError
 
 __all__ = [
     "KNOWN_LEGENDS",
