@@ -19,14 +19,28 @@ from .requests import RasterSource
 from .tasks import get_task
 
 __all__ = [
+    "MIN_STEPS",
     "VECTOR_SUFFIXES",
     "TrainRequest",
     "default_threads",
     "label_classes",
     "raster_values",
+    "repeats_for",
     "train_request_from_dict",
     "vector_values",
 ]
+
+#: Optimiser steps a session makes at least: a few labelled polygons give a handful of chips,
+#: and an epoch of them is one or two steps; each epoch then shows every chip several times,
+#: each time augmented anew.
+MIN_STEPS = 300
+
+
+def repeats_for(chips: int, batch: int, epochs: int) -> int:
+    """How many times an epoch shows each training chip, for at least :data:`MIN_STEPS`."""
+    steps = max(1, chips // max(2, batch)) * epochs
+    return max(1, -(-MIN_STEPS // steps))
+
 
 #: Label files read as polygons (the rest are label rasters).
 VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".kml", ".gml", ".sqlite", ".fgb"}

@@ -236,3 +236,12 @@ def mismatch_message(path: PathLike, named: str, asked: str) -> str:
         f"{Path(os.fspath(path)).name} holds weights for {named!r}, not {asked!r}: pick the "
         f"matching model ({named}), or another weights file trained for {asked}."
     )
+
+
+def trained_tile(metadata: Any) -> Optional[int]:
+    """The chip size weights were trained on (their metadata's ``training.chip_size``): the
+    default tile when mapping with them, since networks with image pooling (AMM-FuseNet's
+    DenseASPP) see a tile's context and score as validated only at that size."""
+    training = getattr(metadata, "training", None) or {}
+    size = training.get("chip_size") if isinstance(training, dict) else None
+    return int(size) if isinstance(size, int) and size >= 32 else None

@@ -35,6 +35,8 @@ STAGE_NAMES = {
     "infer": "Mapping",
     "finish": "Writing outputs",
     "done": "Done",
+    "train": "Training",
+    "assess": "Scoring on the validation pixels",
 }
 
 
@@ -68,6 +70,11 @@ def progress_line_text(event: Dict[str, Any]) -> str:
     parts = [str(stage).capitalize()]
     if done is not None and total:
         parts.append(f"tile {done} of {total}")
+    if event.get("epoch") and event.get("epochs"):
+        loss = event.get("loss")
+        parts.append(f"epoch {event['epoch']} of {event['epochs']}")
+        if isinstance(loss, (int, float)):
+            parts.append(f"loss {loss:.3f}")
     eta = format_eta(event.get("eta_seconds"))
     if eta:
         parts.append(eta)
@@ -83,6 +90,8 @@ class InferenceTask(QgsTask):
     """
 
     progress_text = pyqtSignal(str)
+    #: Every progress line of the worker as it came (a training's epochs and scores).
+    progress_event = pyqtSignal(dict)
     done = pyqtSignal(object)
 
     def __init__(
@@ -133,7 +142,7 @@ class InferenceTask(QgsTask):
             target=_collect, args=(self._process.stderr, self._stderr), daemon=True
         ).start()
         try:
-            self._process.stdin.write(json.dumps(request_to_dict(self.request)))
+            self._process.stdin.write(json.dumps(_request_data(self.request)))
             self._process.stdin.close()
         except (BrokenPipeError, OSError):
             pass  # the worker died at once; its exit code and stderr tell why below
@@ -178,6 +187,7 @@ class InferenceTask(QgsTask):
             fraction = float(event.get("fraction") or 0.0)
             self.setProgress(max(0.0, min(100.0, 100.0 * fraction)))
             self.progress_text.emit(progress_line_text(event))
+            self.progress_event.emit(event)
         elif kind == "warning":
             warning = {k: v for k, v in event.items() if k != "type"}
             self.warnings.append(warning)
@@ -241,6 +251,12 @@ class InferenceTask(QgsTask):
             )
         self.ended = True
         self.done.emit(self)
+
+
+def _request_data(request: Any) -> Dict[str, Any]:
+    """The JSON of a mapping request, or of a training request (which says its kind)."""
+    to_dict = getattr(request, "to_dict", None)
+    return to_dict() if callable(to_dict) else request_to_dict(request)
 
 
 def _is_dir(path: str) -> bool:

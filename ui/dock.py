@@ -51,6 +51,7 @@ from . import project_settings
 from .layers_panel import SETTINGS_SHOW_BANDS, LayersPanel, project_raster_layers
 from .run_options import option_value, option_widget
 from .task_panel import TaskPanel, panel_class
+from .train_tab import TrainTab
 
 __all__ = ["SETTINGS_SHOW_BANDS", "LandFuseDock"]
 
@@ -106,11 +107,15 @@ class LandFuseDock(QgsDockWidget):
         self.layers_panel = LayersPanel(self.tabs)
         for panel in self.panels:
             self.tabs.addTab(_scrolled(panel), panel.task.title)
+        self.train = TrainTab(self.tabs, dock=self)
+        self.train_page = _scrolled(self.train)
+        self.tabs.addTab(self.train_page, "Train")
         self.tabs.addTab(self.layers_panel, "Layers")
         self.tabs.currentChanged.connect(self._update_run_button)
         outer.addWidget(self.tabs, 1)
 
-        outer.addWidget(self._build_area_box(body))
+        self.area_box = self._build_area_box(body)
+        outer.addWidget(self.area_box)
         outer.addWidget(self._build_advanced_box(body))
 
         buttons = QHBoxLayout()
@@ -280,8 +285,9 @@ class LandFuseDock(QgsDockWidget):
             self._renamed_layers.append(layer)
         self.layers_panel.refresh()
         if hasattr(self, "run_button"):
-            for panel in self.panels:
+            for panel in [*self.panels, *self.train.inputs.values()]:
                 panel.refresh_layers()
+            self.train.update_estimate()
             self._update_run_button()
 
     def _on_area_changed(self, *_args) -> None:
@@ -317,6 +323,12 @@ class LandFuseDock(QgsDockWidget):
         self.run_button.setEnabled(panel is not None and not running)
         self.check_button.setEnabled(panel is not None and not running)
         self.cancel_button.setEnabled(running)
+        # The Train tab has its own buttons and progress; the mapping area is not for it.
+        training = self.tabs.currentWidget() is getattr(self, "train_page", None)
+        for widget in (self.area_box, self.run_button, self.check_button, self.cancel_button):
+            widget.setVisible(not training)
+        self.progress.setVisible(not training)
+        self.status.setVisible(not training)
         if panel is not None:
             panel.check()
 
@@ -370,6 +382,7 @@ class LandFuseDock(QgsDockWidget):
             labels = self.probe.device_labels()
             for index, label in enumerate(labels):
                 self.device.setItemText(index, label)
+            self.train.set_device(bool(probe.cuda or probe.mps))
         else:
             lines = environment.torch_install_help(python).splitlines()
             formatted = [

@@ -101,10 +101,11 @@ class MappingBox(QgsCollapsibleGroupBox):
             by_position += rows.count(BY_POSITION)
         if not total:
             return "Band mapping"
-        checked = f", {by_position} by position: check them" if by_position else ""
+        # Short: the box's title does not wrap, and the dock is narrow.
+        checked = f", {by_position} by position: check" if by_position else ""
         if matched == total:
-            return f"Band mapping: all {total} model bands matched{checked}"
-        return f"Band mapping: {total - matched} of {total} model bands not matched{checked}"
+            return f"Band mapping: all {total} matched{checked}"
+        return f"Band mapping: {total - matched} of {total} not matched{checked}"
 
     def update_title(self) -> None:
         self.setTitle(self.summary())

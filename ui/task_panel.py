@@ -31,7 +31,7 @@ from ..core.requests import RasterSource
 from ..core.tasks import InputSlot, Task, get_task
 from ..models.registry import ModelSpec, list_model_specs
 from ..models.sensors import sensor_of
-from ..models.weights_info import WeightsInfo, peek_weights, weights_summary
+from ..models.weights_info import WeightsInfo, peek_weights, trained_tile, weights_summary
 from ..processing import layers
 from .band_files_button import BandFilesButton
 from .mapping_box import MappingBox
@@ -195,6 +195,7 @@ class TaskPanel(PanelChecks, QWidget):
                 spec,
                 modalities=tuple(metadata.modalities),
                 classes=tuple(metadata.classes) or spec.classes,
+                tile_size=trained_tile(metadata) or spec.tile_size,
             )
         return spec
 
@@ -213,6 +214,7 @@ class TaskPanel(PanelChecks, QWidget):
                 continue
             row = 2 * len(self.layer_combos)
             label = QLabel(slot.title, self.slots_box)
+            label.setWordWrap(True)  # "Before: Sentinel-2 L1C, 13 bands" in a narrow dock
             combo = _raster_combo(self.slots_box)
             combo.setObjectName(f"LandFuseLayer_{slot.key}")
             detail = QLabel(self.slots_box)

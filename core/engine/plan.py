@@ -30,7 +30,7 @@ from ...models.registry import ModelSpec, get_model_spec
 from ...models.sensors import sensor_of
 from ...models.specs import ModalitySpec, NormalisationSpec
 from ...models.state_dicts import check_weights_path
-from ...models.weights_info import mismatch_message, peek_weights
+from ...models.weights_info import mismatch_message, peek_weights, trained_tile
 from ..band_files import expand_folders
 from ..band_mapping import MATCHED_BY_POSITION, FileBands, resolve_bands
 from ..device import ExecutionTarget, resolve_target
@@ -204,7 +204,8 @@ def choose_model(request: Request) -> ModelSpec:
             modalities=tuple(peeked.metadata.modalities),
             classes=tuple(peeked.metadata.classes) or spec.classes,
         )
-    return spec
+    trained_on = trained_tile(peeked.metadata)
+    return replace(spec, tile_size=trained_on) if trained_on else spec
 
 
 def forced_normalisation(modality: ModalitySpec, forced: str) -> NormalisationSpec:

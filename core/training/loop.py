@@ -300,6 +300,19 @@ def _finish(
     )
 
 
+def _chip_size(data: LabelledDataset) -> Optional[int]:
+    """The edge of the training samples when they are square chips of one size, else None."""
+    size = getattr(data, "chip_size", None) or getattr(
+        getattr(data, "base", None), "chip_size", None
+    )
+    if size:
+        return int(size)
+    if not len(data):
+        return None
+    height, width = data.read(0).label.shape[-2:]
+    return int(height) if height == width else None
+
+
 def _weights_metadata(
     plan: _RunPlan,
     run: _RunState,
@@ -317,6 +330,9 @@ def _weights_metadata(
             "train_dataset": type(train_data).__name__,
         },
         "recipe": plan.recipe.to_dict(),
+        # Networks with image pooling see a tile's context: mapping with the tile size they
+        # learnt on gives the maps the validation scored (the engine's default tile).
+        "chip_size": _chip_size(train_data),
         "seed": config.seed,
         "encoder": spec.encoder,
         "epochs_planned": plan.epochs,

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from ...models.registry import get_model_spec
 from ..errors import DatasetError, RequestError
 from ..tasks import get_task
-from ..train_requests import TrainRequest, default_threads, label_classes
+from ..train_requests import TrainRequest, default_threads, label_classes, repeats_for
 
 __all__ = ["Progress", "report_summary", "run_session", "verdict"]
 
@@ -120,6 +120,10 @@ def run_session(
         )
     if len(train_set) < 1:
         raise DatasetError("No training chip: label more areas, or use smaller chips.")
+    chips_seen = len(train_set)
+    repeats = repeats_for(chips_seen, request.batch, request.epochs)
+    if repeats > 1:  # each repetition is augmented anew (flips, rotations)
+        train_set = ChipSubset(base, list(train_set.indices) * repeats)
     out = Path(request.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     changes: dict[str, Any] = {
@@ -174,7 +178,8 @@ def run_session(
     change_class = task.change_class
     assessment: dict[str, Any] = {
         "split": split,
-        "train_chips": len(train_set),
+        "train_chips": chips_seen,
+        "chip_repeats_per_epoch": repeats,
         "validation_chips": len(val_set),
         "classes": [c.to_dict() for c in result.spec.classes],
         "threads": threads,

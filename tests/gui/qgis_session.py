@@ -6,7 +6,9 @@ what it saw as JSON to ``LANDFUSE_GUI_RESULT`` and quits QGIS.
 
 Scenario keys: ``shots`` (folder), ``layers`` ({name: path}); optional ``landcover`` and
 ``change`` runs ({"s2": name, "s1": name, "weights": path} / {"before": name, "after": name,
-"weights": path}), ``output_dir``.
+"weights": path}), ``output_dir``; ``train`` ({"s2", "s1", "dem": layer names, "polygons": a
+vector file copied into a scratch layer, "field", "epochs", "chip"}) trains from the Train tab,
+maps the scene with the new weights and records the assessment.
 """
 
 import json
@@ -17,9 +19,11 @@ import traceback
 from qgis.core import (
     QgsApplication,
     QgsContrastEnhancement,
+    QgsFeatureRequest,
     QgsMultiBandColorRenderer,
     QgsProject,
     QgsRasterLayer,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, plugins
@@ -131,6 +135,64 @@ def run_from_dock(dock, kind: str, spec: dict) -> None:
     shot(iface.mainWindow(), f"map_{kind}.png")
 
 
+def train_from_dock(dock, spec: dict) -> None:
+    """Train from the Train tab on polygons drawn in a scratch layer, then map with the result."""
+    tab = dock.train
+    dock.show_panel(tab)
+    panel = tab.panel()
+    for key in ("s2", "s1", "dem"):
+        panel.layer_combos[key].setLayer(layers[spec[key]])
+    drawn = QgsVectorLayer(spec["polygons"], "drawn", "ogr")
+    scratch = drawn.materialize(QgsFeatureRequest())  # a memory layer, as a user's sketch is
+    scratch.setName("My training polygons")
+    QgsProject.instance().addMapLayer(scratch)
+    tab.labels.setLayer(scratch)
+    tab.field.setField(spec["field"])
+    tab.epochs.setValue(spec["epochs"])
+    tab.chip.setValue(spec["chip"])
+    dock.output_dir.setFilePath(SCENARIO["output_dir"])
+    settle(0.5)
+    record = {
+        "model": panel.model_combo.currentData(),
+        "classes": [c["name"] for c in tab.classes.classes()],
+        "estimate": tab.estimate.text(),
+    }
+    shot(dock, "dock_train_before.png")
+    tab.train_button.click()
+    wait(lambda: tab.task is None or len(tab.curves.loss) >= 2, 600)
+    if tab.task is not None:
+        shot(dock, "dock_train_during.png")
+    record["finished"] = wait(lambda: tab.task is None, 1200)
+    if tab.last_failure is not None:
+        record["failure"] = tab.last_failure.message
+    result = tab.last_result or {}
+    record["assessment"] = result.get("assessment")
+    record["weights"] = (result.get("outputs") or {}).get("weights")
+    record["curves"] = len(tab.curves.loss)
+    area = dock.tabs.currentWidget()
+    if hasattr(area, "ensureWidgetVisible"):
+        area.ensureWidgetVisible(tab.assessment, 0, 0)
+    settle(0.5)
+    shot(dock, "dock_train_after.png")
+    record["mapping_weights"] = dock.landcover.weights.filePath()
+    tab.map_button.click()
+    wait(lambda: dock.task is None or dock.progress.value() > 0, 60)
+    record["mapped"] = wait(lambda: dock.task is None, 900)
+    if dock.last_failure is not None:
+        record["map_failure"] = dock.last_failure.message
+    root = QgsProject.instance().layerTreeRoot()
+    group = root.findGroups()[0] if root.findGroups() else None
+    if group is not None and group.findLayers():
+        classes = group.findLayers()[0].layer()
+        record["class_map"] = classes.source()
+        iface.setActiveLayer(classes)
+        iface.mapCanvas().setExtent(classes.extent())
+        iface.mapCanvas().refresh()
+    state["train"] = record
+    settle(2.0)
+    shot(iface.mainWindow(), "map_train.png")
+
+
 def main() -> None:
     try:
         plugin = plugins.get("landfuse")
@@ -171,6 +233,8 @@ def main() -> None:
         for kind in ("landcover", "change"):
             if SCENARIO.get(kind):
                 run_from_dock(dock, kind, SCENARIO[kind])
+        if SCENARIO.get("train"):
+            train_from_dock(dock, SCENARIO["train"])
     except Exception:  # report anything to the test, then quit QGIS
         state["errors"].append(traceback.format_exc())
     finally:

@@ -73,12 +73,12 @@ def test_a_layer_group_is_one_input_with_a_table_of_its_band_files(dock, tmp_pat
     dock.show_panel(panel)
     panel.mapping_box.setCollapsed(False)
     assert table.isVisible()
-    assert panel.mapping_box.title() == "Band mapping: all 14 model bands matched"
+    assert panel.mapping_box.title() == "Band mapping: all 14 matched"
     # A band missing from the group: its row says so, and the run is refused before it starts.
     panel.file_buttons["s2"].set_files([str(p) for p in files if "B8A" not in p.name])
     table = panel.mapping_box.file_tables["s2"]
     assert table.matched()[8] == NOT_FOUND and table.item(8, 1).text() == "— missing —"
-    assert "1 of 14 model bands not matched" in panel.mapping_box.title()
+    assert "1 of 14 not matched" in panel.mapping_box.title()
     assert any("B8A" in p for p in panel.problems())
     request_files = [s.path for s in dock.landcover.slot_sources("s2")]
     assert len(request_files) == 12

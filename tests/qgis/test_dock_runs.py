@@ -232,7 +232,7 @@ def test_the_dock_says_how_bands_were_matched_and_which_layers_go_unused(dock, s
     panel.after.setLayer(_add(scenes["after"], "after"))
     table = panel.tables["before"]
     assert table.matched() == [BY_POSITION] * 3  # the RGB pair has no band descriptions
-    assert "3 by position: check them" in panel.mapping_box.title()
+    assert "3 by position: check" in panel.mapping_box.title()
     assert any("matched by position only" in w for w in panel.warnings())
     assert panel.problems() == []  # a check, not a refusal
     table.set_band(0, 2)  # the user picks another band for R

@@ -1,0 +1,131 @@
+"""Issue 14: the dock's Train tab, headless: its request from the widgets (a scratch layer
+with a text field, a label raster with a known legend), and a short training from the tab that
+selects the new weights in the mapping tab and maps the scene with them."""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from labelled_scene import ORIGIN, SIZE, labelled_scene, write_tif
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsGeometry,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+pytestmark = pytest.mark.qgis
+
+
+def _add_rasters(files: dict) -> dict:
+    added = {}
+    for key, path in files.items():
+        layer = QgsRasterLayer(path, key.upper())
+        assert layer.isValid()
+        QgsProject.instance().addMapLayer(layer)
+        added[key] = layer
+    return added
+
+
+def _scratch(classes=("Water", "trees", "built-up")) -> QgsVectorLayer:
+    """A memory layer with a text field: one polygon inside each stripe, as a user draws them."""
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32631&field=landuse:string", "labels", "memory")
+    stripe = SIZE // 3 * 10
+    features = []
+    for i, name in enumerate(classes):
+        x0 = ORIGIN[0] + i * stripe + 20
+        feature = QgsFeature(layer.fields())
+        rect = QgsRectangle(x0, ORIGIN[1] - SIZE * 10 + 20, x0 + stripe - 40, ORIGIN[1] - 20)
+        feature.setGeometry(QgsGeometry.fromRect(rect))
+        feature.setAttribute("landuse", name)
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def _wait(tab_or_dock, timeout=300):
+    start = time.monotonic()
+    while tab_or_dock.task is not None and time.monotonic() - start < timeout:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    assert tab_or_dock.task is None, "did not finish in time"
+
+
+def test_the_train_tabs_request_from_its_widgets(dock, tmp_path):
+    tab = dock.train
+    assert dock.tabs.tabText(dock.tabs.indexOf(tab.parentWidget().parentWidget())) == "Train"
+    rasters = _add_rasters(labelled_scene(tmp_path))
+    panel = tab.panel()
+    assert panel.model_combo.currentData() == "amm_fusenet_lite_s2_s1_dem"  # lite on a CPU
+    for key, layer in rasters.items():
+        panel.layer_combos[key].setLayer(layer)
+    assert tab.problems() == ["Choose the labels: polygons with a class field, or a label raster."]
+    tab.labels.setLayer(_scratch())
+    assert tab.field.currentField() == "landuse"  # guessed from its name
+    assert [c["name"] for c in tab.classes.classes()] == ["Water", "built-up", "trees"]
+    colours = {c["name"]: c["color"] for c in tab.classes.classes()}
+    assert colours["trees"] == "#1e782d" and colours["Water"] == "#286ec8"
+    tab.classes.item(0, 1).setText("open water")  # the user renames a class
+    assert "chips of 64 px" in tab.estimate.text() and "on the CPU" in tab.estimate.text()
+    dock.output_dir.setFilePath(str(tmp_path / "out"))
+    request = tab.build_request()
+    assert request.model == "amm_fusenet_lite_s2_s1_dem" and request.label_field == "landuse"
+    assert Path(request.labels).name == "labels.gpkg" and Path(request.labels).is_file()
+    assert [c["name"] for c in request.classes] == ["open water", "built-up", "trees"]
+    assert request.label_map == {"Water": 0, "built-up": 1, "trees": 2}
+    assert {k: len(v) for k, v in request.inputs.items()} == {"s2": 1, "s1": 1, "dem": 1}
+    assert request.validation is None and request.holdout == 0.3
+    # A label raster with ESA WorldCover values: the legend names the classes.
+    values = np.array([10, 50, 80])[np.arange(SIZE) * 3 // SIZE][None, :].repeat(SIZE, 0)
+    worldcover = QgsRasterLayer(
+        write_tif(tmp_path / "worldcover.tif", values[None].astype(np.uint8)), "WorldCover"
+    )
+    QgsProject.instance().addMapLayer(worldcover)
+    tab.labels.setLayer(worldcover)
+    assert "ESA WorldCover" in tab.legend_note.text()
+    assert [c["name"] for c in tab.classes.classes()] == ["trees", "built-up", "permanent water"]
+    assert tab.build_request().label_map == {10: 0, 50: 1, 80: 2}
+
+
+@pytest.mark.slow
+def test_training_from_the_tab_selects_the_weights_and_maps_the_scene(dock, tmp_path):
+    tab = dock.train
+    rasters = _add_rasters(labelled_scene(tmp_path))
+    panel = tab.panel()
+    for key, layer in rasters.items():
+        panel.layer_combos[key].setLayer(layer)
+    tab.labels.setLayer(_scratch())
+    tab.epochs.setValue(2)
+    tab.chip.setValue(32)
+    tab.batch.setValue(4)
+    dock.output_dir.setFilePath(str(tmp_path / "out"))
+    dock.tile.setValue(64)
+    tab.train()
+    assert tab.task is not None
+    _wait(tab)
+    assert tab.last_failure is None, tab.last_failure
+    assert len(tab.curves.loss) == 2 and len(tab.curves.score) == 2
+    text = tab.assessment.text()
+    assert "random forest" in text and "Water" in text and "Confusion matrix" in text
+    weights = tab.last_result["outputs"]["weights"]
+    mapping = dock.landcover
+    assert mapping.weights.filePath() == weights
+    assert mapping.model_combo.currentData() == "amm_fusenet_lite_s2_s1_dem"
+    assert [c.name for c in mapping.current_spec().classes] == ["Water", "built-up", "trees"]
+    assert mapping.layer_combos["dem"].currentLayer() is rasters["dem"]
+    assert tab.resume.isEnabled() and tab.map_button.isEnabled()
+    tab.map_scene()
+    _wait(dock)
+    assert dock.last_failure is None, dock.last_failure
+    classes = QgsProject.instance().mapLayersByName("Land cover")
+    assert classes, [layer.name() for layer in QgsProject.instance().mapLayers().values()]
+    style = Path(classes[0].source()).with_suffix(".qml").read_text()
+    assert "Water" in style and "trees" in style
+    saved = json.loads(Path(tab.last_result["outputs"]["assessment"]).read_text())
+    assert saved["baseline"]["name"].startswith("random forest")
