@@ -1,7 +1,8 @@
 """Build the installable plugin zip: dist/landfuse-<version>.zip with one top folder landfuse/.
 
 Only what the plugin needs at run time goes in: the package modules, metadata.txt, the
-resources, the licence and the README. No tests, scripts, docs, caches or virtual environment.
+resources, the demo weights (demo/weights: the "Try LandFuse on a demo scene" of the dock), the
+licence and the README. No tests, scripts, docs, caches or virtual environment.
 
 Usage: python scripts/package.py [--output DIR]
 """
@@ -16,7 +17,7 @@ from typing import Iterator, List
 ROOT = Path(__file__).resolve().parents[1]
 TOP_FOLDER = "landfuse"
 RUNTIME_FILES = ["__init__.py", "plugin.py", "metadata.txt", "LICENSE", "README.md"]
-RUNTIME_DIRS = ["core", "models", "processing", "ui", "resources"]
+RUNTIME_DIRS = ["core", "models", "processing", "ui", "resources", "demo"]
 EXCLUDED_PARTS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 EXCLUDED_SUFFIXES = {".pyc", ".pyo", ".orig", ".rej", ".swp"}
 

@@ -48,6 +48,7 @@ from ..processing import environment, layers
 from ..processing.results import RunSummary, add_result_layers, summarise
 from ..processing.task import LOG_TAG, InferenceTask, RunFailure
 from . import project_settings
+from .demo_run import start_link
 from .layers_panel import SETTINGS_SHOW_BANDS, LayersPanel, project_raster_layers
 from .run_options import option_value, option_widget
 from .task_panel import TaskPanel, panel_class
@@ -104,6 +105,7 @@ class LandFuseDock(QgsDockWidget):
         self.panels: List[TaskPanel] = [panel_class(t.name)(self.tabs) for t in TASKS]
         for panel in self.panels:
             setattr(self, panel.task_name, panel)  # dock.landcover, dock.change
+            panel.start_requested.connect(lambda link, p=panel: start_link(self, p, link))
         self.layers_panel = LayersPanel(self.tabs)
         for panel in self.panels:
             self.tabs.addTab(_scrolled(panel), panel.task.title)

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -74,6 +74,8 @@ class TaskPanel(PanelChecks, QWidget):
     """The panel of one task; subclasses only name the task."""
 
     task_name = ""
+    #: A link under the weights was clicked: ``"demo"`` (try the demo scene) or ``"train"``.
+    start_requested = pyqtSignal(str)
 
     def __init__(self, parent: QWidget = None, training: bool = False) -> None:
         super().__init__(parent)
@@ -100,6 +102,14 @@ class TaskPanel(PanelChecks, QWidget):
             "A LandFuse weights file (.pt with its .json sidecar, which names its model), or a "
             "published reference checkpoint of the chosen model."
         )
+        self.start = QLabel(
+            "No weights yet? <a href='demo'>Try LandFuse on a demo scene</a> (synthetic, with "
+            "the demo weights) or <a href='train'>train a model on your labels</a>.",
+            self,
+        )
+        self.start.setObjectName("LandFuseStart")
+        self.start.setWordWrap(True)
+        self.start.linkActivated.connect(self.start_requested.emit)
         self.card = QLabel(self)
         self.card.setWordWrap(True)
         self.card.setTextFormat(Qt.RichText)
@@ -151,6 +161,7 @@ class TaskPanel(PanelChecks, QWidget):
 
         self.form.addRow("Model", self.model_combo)
         self.form.addRow("Start from" if training else "Weights", self.weights)
+        self.form.addRow(self.start)
         self.form.addRow(self.card)
         self.form.addRow(self.slots_box)
         for option in () if training else self.task.options:
@@ -387,6 +398,7 @@ class TaskPanel(PanelChecks, QWidget):
         return self.layer_for(slot.key) if slot is not None else None
 
     def update_card(self, *_args) -> None:
+        self.start.setVisible(not self.training and not self.weights.filePath())
         spec = self.current_spec()
         if spec is None:
             self.card.setText(f"<i>No {html.escape(self.task.noun)} model is in the registry.</i>")

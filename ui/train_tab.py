@@ -143,8 +143,12 @@ class TrainTab(QWidget):
         self.validation.setFilters(
             QgsMapLayerProxyModel.PolygonLayer | QgsMapLayerProxyModel.RasterLayer
         )
-        self.validation.setAllowEmptyLayer(True, "Automatic: a spatial split of the labels")
+        self.validation.setAllowEmptyLayer(True)
         self.validation.setLayer(None)
+        self.validation.setToolTip(
+            "Polygons (or a raster) of validation labels kept out of training; empty: a "
+            "spatial split of your labels keeps whole chips apart for validation."
+        )
         self.holdout = QSpinBox(labels_box)
         self.holdout.setRange(10, 60)
         self.holdout.setValue(30)
@@ -154,7 +158,7 @@ class TrainTab(QWidget):
         labels_form.addRow(self.classes)
         labels_form.addRow(self.legend_note)
         labels_form.addRow("Validation", self.validation)
-        labels_form.addRow("Kept apart", self.holdout)
+        labels_form.addRow("Empty: keep apart", self.holdout)
         layout.addWidget(labels_box)
 
         recipe = QGroupBox("Training", self)

@@ -89,6 +89,8 @@ class Task:
     change_class: ClassVar[Optional[int]] = None
     #: Training takes its class table from the user's labels (else it keeps the model's).
     classes_from_labels: ClassVar[bool] = True
+    #: The demo weights file of the task in ``demo/weights`` (shipped with the plugin).
+    demo_weights: ClassVar[str] = ""
     #: The model that trains in minutes on a CPU: the Train tab's default there.
     cpu_training_model: ClassVar[str] = ""
     #: Request fields of this task only, offered by every surface like the run options.
@@ -149,6 +151,11 @@ class Task:
 
     def layout_dataset(self, root: Any, split: Optional[str], spec: Any, **options: Any) -> Any:
         """The task's published dataset layout under ``root`` (``split``: train/val/test)."""
+        raise NotImplementedError
+
+    def demo_inputs(self, folder: Any, size: int = 256) -> Dict[str, str]:
+        """Write the task's demo scene (:mod:`landfuse.core.demo_scene`) into ``folder``: the
+        file of each slot of the demo weights' model, and ``"truth"``."""
         raise NotImplementedError
 
     def polygon_label_map(self, found: Any) -> Dict[Any, int]:

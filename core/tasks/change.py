@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -47,6 +48,7 @@ class ChangeTask(Task):
         "the files of each split"
     )
     classes_from_labels = False
+    demo_weights = "change_demo.pt"
     cpu_training_model = "amfnet_lite_s2"
     layout_inputs = ("A", "B")
     layout_label_map: ClassVar[Optional[Dict[int, int]]] = {0: 0, 255: 1, 1: 1}
@@ -106,6 +108,12 @@ class ChangeTask(Task):
         from ..datasets import LevirCDDataset
 
         return LevirCDDataset(root, split=split)
+
+    def demo_inputs(self, folder: Any, size: int = 256) -> Dict[str, str]:
+        from ..demo_scene import write_change_pair
+
+        pair = write_change_pair(Path(folder), size=size, seed=11)
+        return {"before": str(pair.before), "after": str(pair.after), "truth": str(pair.truth)}
 
     def polygon_label_map(self, found: Any) -> Dict[Any, int]:
         """Numbers: above 0 is change; text: "no change", "unchanged", "stable"… are no change,

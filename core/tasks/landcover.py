@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,6 +32,7 @@ class LandCoverTask(Task):
     train_command = "train-landcover"
     layout = "AMM-FuseNet layout (ann_dir, s2_dir...)"
     cpu_training_model = "amm_fusenet_lite_s2_s1_dem"
+    demo_weights = "landcover_demo.pt"
     layout_help = (
         "ROOT/ann_dir/{train,val,test}/NAME.tif (class labels) with ROOT/s2_dir/, s1_dir/, "
         "dem_dir/ holding the same split folders and file names (one folder per modality of the "
@@ -72,6 +74,13 @@ class LandCoverTask(Task):
     ) -> LandCoverRequest:
         inputs = tuple(ModalityInput(key, tuple(files)) for key, files in sources.items())
         return LandCoverRequest(inputs=inputs, model=model, weights=weights, **fields)
+
+    def demo_inputs(self, folder: Any, size: int = 256) -> Dict[str, str]:
+        from ..demo_scene import write_landcover_scene
+
+        scene = write_landcover_scene(Path(folder), size=size, seed=1)
+        return {"s2": str(scene.s2), "s1": str(scene.s1), "dem": str(scene.dem),
+                "truth": str(scene.truth)}  # fmt: skip
 
     def layout_dataset(self, root: Any, split: Optional[str], spec: Any, **options: Any) -> Any:
         from ..datasets import AmmFuseNetDataset

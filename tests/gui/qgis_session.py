@@ -174,6 +174,7 @@ def train_from_dock(dock, spec: dict) -> None:
         area.ensureWidgetVisible(tab.assessment, 0, 0)
     settle(0.5)
     shot(dock, "dock_train_after.png")
+    shot(tab.assessment, "dock_train_assessment.png")
     record["mapping_weights"] = dock.landcover.weights.filePath()
     tab.map_button.click()
     wait(lambda: dock.task is None or dock.progress.value() > 0, 60)

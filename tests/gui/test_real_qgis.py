@@ -265,6 +265,8 @@ def test_zip_holds_only_the_runtime_plugin(qgis_run):
     assert all(name.startswith("landfuse/") for name in names)
     assert "landfuse/metadata.txt" in names and "landfuse/__init__.py" in names
     assert "landfuse/resources/icon.png" in names
+    assert "landfuse/demo/weights/landcover_demo.pt" in names  # a first run that works
+    assert "landfuse/demo/weights/change_demo.pt.json" in names
     forbidden = ("tests/", "scripts/", ".venv/", "__pycache__", ".pyc", "dist/", "build/", ".git")
     assert [n for n in names if any(f in n for f in forbidden)] == []
 
@@ -368,7 +370,12 @@ def test_train_tab_on_a_real_tile_trains_assesses_and_maps(qgis_train):
     assert agreement > majority - 0.15, (agreement, majority)
 
 
-TRAIN_SCREENSHOTS = ["dock_train_before.png", "dock_train_after.png", "map_train.png"]
+TRAIN_SCREENSHOTS = [
+    "dock_train_before.png",
+    "dock_train_after.png",
+    "dock_train_assessment.png",
+    "map_train.png",
+]
 
 
 @pytest.mark.realdata

@@ -129,3 +129,57 @@ def test_training_from_the_tab_selects_the_weights_and_maps_the_scene(dock, tmp_
     assert "Water" in style and "trees" in style
     saved = json.loads(Path(tab.last_result["outputs"]["assessment"]).read_text())
     assert saved["baseline"]["name"].startswith("random forest")
+
+
+@pytest.mark.slow
+def test_a_first_run_without_weights_tries_the_demo_scene(dock, tmp_path):
+    """Issue 14: after installing the zip there are weights to try: the link writes the demo
+    scene, loads it, chooses the shipped demo weights and maps; the layers say DEMO."""
+    from landfuse.models.weights_info import DEMO_LABEL
+
+    panel = dock.landcover
+    assert panel.start.isVisibleTo(panel) and "demo scene" in panel.start.text()
+    dock.output_dir.setFilePath(str(tmp_path / "out"))
+    panel.start.linkActivated.emit("demo")
+    assert dock.task is not None, dock.status.text()
+    assert panel.weights.filePath().endswith("landcover_demo.pt")
+    assert not panel.start.isVisibleTo(panel)
+    _wait(dock)
+    assert dock.last_failure is None, dock.last_failure
+    names = [layer.name() for layer in QgsProject.instance().mapLayers().values()]
+    assert f"Land cover ({DEMO_LABEL})" in names and "demo s2" in names
+    # The other link leads to the Train tab, for the task of the tab.
+    dock.change.start.linkActivated.emit("train")
+    assert dock.tabs.currentWidget() is dock.train_page and dock.train.task_name == "change"
+
+
+def test_the_change_train_tab_maps_polygon_values_to_change(dock, scenes, tmp_path):
+    """Change keeps its two classes: text values such as "no change" / "new building" map to
+    no change / change; the request says so, with the pair as inputs."""
+    tab = dock.train
+    tab.task_combo.setCurrentIndex(tab.task_combo.findData("change"))
+    panel = tab.panel()
+    assert panel.model_combo.currentData() == "amfnet_lite_s2"  # the CPU default
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("amfnet_rgb_levir"))
+    for key in ("before", "after"):
+        layer = QgsRasterLayer(str(scenes[key]), key)
+        QgsProject.instance().addMapLayer(layer)
+        panel.layer_combos[key].setLayer(layer)
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32631&field=what:string", "changes", "memory")
+    features = []
+    for name, x0 in (("no change", 500000.0), ("new building", 500010.0)):
+        feature = QgsFeature(layer.fields())
+        rect = QgsRectangle(x0, 4499970.0, x0 + 8.0, 4499990.0)
+        feature.setGeometry(QgsGeometry.fromRect(rect))
+        feature.setAttribute("what", name)
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(layer)
+    tab.labels.setLayer(layer)
+    tab.field.setField("what")
+    assert "new building → change" in tab.legend_note.text()
+    assert "no change → no change" in tab.legend_note.text()
+    dock.output_dir.setFilePath(str(tmp_path / "out"))
+    request = tab.build_request()
+    assert request.task == "change" and request.classes == () and request.label_map is None
+    assert set(request.inputs) == {"before", "after"} and request.label_field == "what"
