@@ -27,6 +27,7 @@ __all__ = [
     "PRECISION_CHOICES",
     "ExecutionTarget",
     "cpu_supports_bf16",
+    "device_name",
     "mps_available",
     "resolve_device",
     "resolve_precision",
@@ -220,3 +221,28 @@ def resolve_target(device: str = "auto", precision: str = "auto") -> ExecutionTa
     torch_device = resolve_device(device)
     chosen, reason = resolve_precision(precision, torch_device)
     return ExecutionTarget(torch_device, chosen, reason)
+
+
+def device_name(device: torch.device) -> str:
+    """What the user calls the device: the GPU's name, "Apple MPS", or the CPU's model."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        try:
+            return torch.cuda.get_device_name(device)
+        except (RuntimeError, AssertionError):
+            return "CUDA GPU"
+    if device.type == "mps":
+        return "Apple MPS"
+    flags = _cpuinfo_model()
+    return flags or "CPU"
+
+
+def _cpuinfo_model(path: Path = Path("/proc/cpuinfo")) -> str:
+    try:
+        for line in path.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor()

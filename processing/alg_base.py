@@ -12,7 +12,6 @@ Destinations are checked against the run's inputs before anything is computed
 input's dataset or the weights file.
 """
 
-import importlib.util
 import os
 import shutil
 import traceback
@@ -173,12 +172,12 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def require_torch() -> None:
-        if importlib.util.find_spec("torch") is None:
-            python = environment.default_python()
-            raise QgsProcessingException(
-                "PyTorch is not installed for QGIS's Python, so LandFuse cannot run the network. "
-                + environment.torch_install_help(python).replace("\n", " ")
-            )
+        """Refuse, before any work, when neither QGIS's Python nor the worker's has torch."""
+        from .worker_run import no_torch_message, torch_in_process, worker_has_torch
+
+        if torch_in_process() or worker_has_torch():
+            return
+        raise QgsProcessingException(no_torch_message(environment.worker_python()))
 
     @staticmethod
     def source_for(layer: QgsRasterLayer, what: str, bands: str = "") -> RasterSource:
@@ -198,8 +197,18 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
             feedback.reportError(f"Warning: {text}", False)
 
     def run_engine(self, request, feedback: QgsProcessingFeedback):
-        """Run the engine in this thread with Processing's progress, cancel and warnings."""
-        from ..core import engine
+        """Run the engine with Processing's progress, cancel and warnings: in this thread when
+        torch imports here, else in the worker process (:mod:`.worker_run`)."""
+        from .worker_run import WorkerResult, run_in_worker, torch_in_process
+
+        if not torch_in_process():
+            result = run_in_worker(
+                request,
+                feedback,
+                on_warning=lambda w: self.push_warning(feedback, str(w.get("message", ""))),
+            )
+            return WorkerResult.of(result)
+        from ..core import engine  # torch imports here
 
         engine.keep_memory_flat()  # QGIS's process runs one map after another
 

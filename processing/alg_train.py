@@ -338,7 +338,10 @@ class _TrainAlgorithm(LandFuseAlgorithm):
 
     def train_model(self, parameters, context, feedback, spec, inputs) -> Dict[str, Any]:
         self.require_torch()
-        from ..core.training.session import run_session
+        from .worker_run import run_in_worker, torch_in_process
+
+        if torch_in_process():
+            from ..core.training.session import run_session
 
         keyed = {slot.key: (source,) for slot, source in zip(self.task.slots(spec), inputs)}
         try:
@@ -356,12 +359,19 @@ class _TrainAlgorithm(LandFuseAlgorithm):
                 elif event.get("stage") != "train" and event.get("message"):
                     feedback.pushInfo(str(event["message"]))
 
-            result = run_session(
-                request,
-                progress=progress,
-                cancel=feedback.isCanceled,
-                warn=lambda warning: self.push_warning(feedback, warning.message),
-            )
+            if torch_in_process():
+                result = run_session(
+                    request,
+                    progress=progress,
+                    cancel=feedback.isCanceled,
+                    warn=lambda warning: self.push_warning(feedback, warning.message),
+                )
+            else:  # QGIS's Python has no torch: the worker trains
+                result = run_in_worker(
+                    request,
+                    feedback,
+                    on_warning=lambda w: self.push_warning(feedback, str(w.get("message", ""))),
+                )
         except (CancelledError, LandFuseError) as error:
             raise QgsProcessingException(str(error)) from None
         outputs = result["outputs"]

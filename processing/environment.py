@@ -76,8 +76,8 @@ def worker_environment() -> dict:
 
 
 _PROBE = """
-import json, platform
-info = {"python": platform.python_version()}
+import json, platform, shutil
+info = {"python": platform.python_version(), "nvidia_smi": bool(shutil.which("nvidia-smi"))}
 try:
     import torch
 except Exception as error:
@@ -85,10 +85,21 @@ except Exception as error:
     info["error"] = f"{type(error).__name__}: {error}"
 else:
     info["torch"] = torch.__version__
+    info["cuda_build"] = torch.version.cuda
     info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
         if torch.cuda.is_available() else []
+    info["cuda_memory_gb"] = [
+        round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)
+        for i in range(torch.cuda.device_count())
+    ] if torch.cuda.is_available() else []
     mps = getattr(torch.backends, "mps", None)
     info["mps"] = bool(mps and mps.is_available())
+    try:
+        from landfuse.core.device import resolve_target
+        target = resolve_target("auto", "auto")
+        info["target"] = [str(target.device), target.precision, target.reason]
+    except Exception as error:
+        info["target_error"] = f"{type(error).__name__}: {error}"
 print(json.dumps(info))
 """
 
@@ -103,10 +114,43 @@ class PythonProbe:
     cuda: List[str] = field(default_factory=list)
     mps: bool = False
     error: str = ""
+    #: ``torch.version.cuda`` (None: a CPU build of torch).
+    cuda_build: Optional[str] = None
+    cuda_memory_gb: List[float] = field(default_factory=list)
+    #: ``nvidia-smi`` is on the PATH: an NVIDIA driver is installed.
+    nvidia_smi: bool = False
+    #: What an automatic run would use: (device, precision, why).
+    target: Optional[List[str]] = None
 
     @property
     def has_torch(self) -> bool:
         return bool(self.torch)
+
+    def device_line(self) -> str:
+        """Which device and precision an automatic run uses, and why, in one line."""
+        if not self.has_torch:
+            return "No device: PyTorch is missing for the worker."
+        if self.target:
+            device, precision, reason = [*self.target, "", "", ""][:3]
+        else:
+            device, precision, reason = ("cuda" if self.cuda else "cpu"), "", ""
+        if device.startswith("cuda") and self.cuda:
+            memory = f", {self.cuda_memory_gb[0]:g} GB" if self.cuda_memory_gb else ""
+            where = f"CUDA: {self.cuda[0]}{memory}"
+        elif device == "mps":
+            where = "Apple MPS"
+        else:
+            why = (
+                "an NVIDIA driver is installed but this torch is a CPU build: install the CUDA "
+                "build of torch"
+                if self.nvidia_smi and not self.cuda_build
+                else "no CUDA build of torch installed"
+                if not self.cuda_build
+                else "torch finds no usable GPU"
+            )
+            where = f"CPU ({why})"
+        text = f"Runs on {where}" + (f", {precision}" if precision else "")
+        return text + (f": {reason}" if reason else "") + "."
 
     def device_labels(self) -> List[str]:
         """Device choices with what is present, e.g. "CUDA – not found"."""
@@ -136,6 +180,10 @@ def parse_probe(python: str, returncode: int, stdout: str, stderr: str) -> Pytho
         cuda=list(data.get("cuda") or []),
         mps=bool(data.get("mps")),
         error=data.get("error", ""),
+        cuda_build=data.get("cuda_build"),
+        cuda_memory_gb=list(data.get("cuda_memory_gb") or []),
+        nvidia_smi=bool(data.get("nvidia_smi")),
+        target=list(data["target"]) if data.get("target") else None,
     )
 
 

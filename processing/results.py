@@ -53,9 +53,30 @@ def summarise(result: Dict[str, Any]) -> RunSummary:
         text = f"{task.map_title} ready{took}: {areas}."
         if summary.get("demo_weights"):
             text += f" Made with {DEMO_LABEL}."
+        text += device_sentence(summary)
     else:
         text = f"LandFuse run finished{took}."
     return RunSummary(task_name, text, seconds if isinstance(seconds, (int, float)) else None)
+
+
+def device_sentence(summary: Dict[str, Any]) -> str:
+    """Which device ran, at what precision and speed, and a batch lowered after running out of
+    memory (" " + the sentence; "" when the summary says nothing of it)."""
+    device = summary.get("device")
+    if not device:
+        return ""
+    name = summary.get("device_name")
+    where = f"{device} ({name})" if name and name != device else str(device)
+    speed = summary.get("throughput_tiles_per_s")
+    text = f" Ran on {where}, {summary.get('precision', '')}"
+    text += f", {speed:.1f} tiles/s." if isinstance(speed, (int, float)) else "."
+    tiles = summary.get("tiles") or {}
+    if tiles.get("final_batch") and tiles.get("batch") and tiles["final_batch"] < tiles["batch"]:
+        text += (
+            f" The GPU ran out of memory: the batch went from {tiles['batch']} to "
+            f"{tiles['final_batch']} tiles."
+        )
+    return text
 
 
 #: What a layer's name says when the run warned that its inputs are unlike the model's data.

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from landfuse.core import engine, metrics
+from landfuse.core import engine, metrics, train_requests
 from landfuse.core.datasets import RasterChipDataset, RasterScene
 from landfuse.core.requests import LandCoverRequest, ModalityInput, RasterSource
 from landfuse.core.tasks import get_task
@@ -112,6 +112,7 @@ def run_tile(tile: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
             weights=result["outputs"]["weights"],
             model="",
             output_dir=str(out / "map"),
+            tile=args.map_tile,
             precision="fp32",
             device="cpu",
         )
@@ -166,7 +167,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines.append(
         f"\nMean mIoU difference (network − forest): **{mean:+.3f}** "
         f"(epochs {args.epochs}, chips {args.chip} px, batch {args.batch}, {args.threads} "
-        f"thread(s), seed {args.seed})."
+        f"thread(s), seed {args.seed}, at least {args.min_steps} steps, map tile "
+        f"{args.map_tile or 'the chip size'})."
     )
     return "\n".join(lines)
 
@@ -181,7 +183,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "halves")
     parser.add_argument("--markdown", action="store_true", help="print the table")
+    parser.add_argument(
+        "--map-tile", type=int, help="map with this tile size (default: the weights' chip size)"
+    )
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=train_requests.MIN_STEPS,
+        help=f"optimiser steps a session makes at least ({train_requests.MIN_STEPS}; 1: one "
+        "pass over the chips per epoch)",
+    )
     args = parser.parse_args(argv)
+    train_requests.MIN_STEPS = args.min_steps  # what the Train tab uses, unless measured otherwise
     if not DATA.is_dir():
         sys.stderr.write(f"Missing {DATA}: the shared real data.\n")
         return 2

@@ -20,7 +20,7 @@ from qgis.core import (
     QgsSettings,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import QProcess, QProcessEnvironment, Qt, QTimer, QUrl
+from qgis.PyQt.QtCore import QProcess, Qt, QTimer, QUrl
 from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
@@ -49,6 +49,7 @@ from ..processing.results import RunSummary, add_result_layers, summarise
 from ..processing.task import LOG_TAG, InferenceTask, RunFailure
 from . import project_settings
 from .demo_run import start_link
+from .dock_probe import ProbeMixin
 from .layers_panel import SETTINGS_SHOW_BANDS, LayersPanel, project_raster_layers
 from .run_options import option_value, option_widget
 from .task_panel import TaskPanel, panel_class
@@ -71,7 +72,7 @@ def _scrolled(panel: QWidget) -> QScrollArea:
     return area
 
 
-class LandFuseDock(QgsDockWidget):
+class LandFuseDock(ProbeMixin, QgsDockWidget):
     """The LandFuse panel."""
 
     def __init__(self, parent: QWidget = None, iface=None) -> None:
@@ -113,13 +114,18 @@ class LandFuseDock(QgsDockWidget):
         self.train_page = _scrolled(self.train)
         self.tabs.addTab(self.train_page, "Train")
         self.tabs.addTab(self.layers_panel, "Layers")
-        self.tabs.currentChanged.connect(self._update_run_button)
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         outer.addWidget(self.tabs, 1)
 
         self.area_box = self._build_area_box(body)
         outer.addWidget(self.area_box)
         outer.addWidget(self._build_advanced_box(body))
 
+        self.device_line = QLabel("Looking for PyTorch and the GPUs …", body)
+        self.device_line.setObjectName("LandFuseDeviceLine")
+        self.device_line.setWordWrap(True)
+        self.device_line.setStyleSheet("QLabel { color: #555; }")
+        outer.addWidget(self.device_line)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run", body)
         self.run_button.setObjectName("LandFuseRun")
@@ -234,8 +240,8 @@ class LandFuseDock(QgsDockWidget):
     def _wire_checks(self) -> None:
         for panel in self.panels:
             panel.weights.fileChanged.connect(panel.check)
-            panel.model_combo.currentIndexChanged.connect(self._update_run_button)
-        self._update_run_button()
+            panel.checked_problems.connect(self._update_run_button)
+        self._on_tab_changed()
 
     # -- signal bookkeeping: everything connected here is disconnected in cleanup() ------------
     def _connect(self, signal, slot) -> None:
@@ -319,86 +325,40 @@ class LandFuseDock(QgsDockWidget):
                 self.tabs.setCurrentIndex(index)
                 return
 
+    def _on_tab_changed(self, *_args) -> None:
+        panel = self.current_panel()
+        if panel is not None:
+            panel.check()  # updates the buttons through checked_problems
+        self._update_run_button()
+
+    def torch_missing(self) -> bool:
+        """Whether the probe found no torch for the worker (None yet: not known, not missing)."""
+        return self.probe is not None and not self.probe.has_torch
+
     def _update_run_button(self, *_args) -> None:
         panel = self.current_panel()
         running = self.task is not None
-        self.run_button.setEnabled(panel is not None and not running)
-        self.check_button.setEnabled(panel is not None and not running)
+        problems = panel is not None and not panel.problem.isHidden()
+        no_torch = self.torch_missing()
+        self.run_button.setEnabled(
+            panel is not None and not running and not problems and not no_torch
+        )
+        self.check_button.setEnabled(panel is not None and not running and not no_torch)
+        self.run_button.setToolTip(
+            "PyTorch is missing for the worker: see the orange box above."
+            if no_torch
+            else "Fix what is listed in red first."
+            if problems
+            else "Map with the chosen model and layers (in the background)."
+        )
         self.cancel_button.setEnabled(running)
         # The Train tab has its own buttons and progress; the mapping area is not for it.
         training = self.tabs.currentWidget() is getattr(self, "train_page", None)
         for widget in (self.area_box, self.run_button, self.check_button, self.cancel_button):
             widget.setVisible(not training)
         self.progress.setVisible(not training)
+        self.device_line.setVisible(not training)
         self.status.setVisible(not training)
-        if panel is not None:
-            panel.check()
-
-    def probe_environment(self) -> None:
-        """Look at the worker's Python (torch, GPUs) in the background; show what is missing.
-
-        A QProcess, so that importing torch in the probe never freezes QGIS.
-        """
-        if self._closed:
-            return
-        self._stop_probe()
-        python = environment.worker_python()
-        process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        for key, value in environment.worker_environment().items():
-            env.insert(key, value)
-        process.setProcessEnvironment(env)
-        process.finished.connect(
-            lambda code, _status: self._on_probe_finished(process, python, code)
-        )
-        process.errorOccurred.connect(lambda _error: self._on_probe_finished(process, python, -1))
-        self._probe_process = process
-        command = environment.probe_command(python)
-        process.start(command[0], command[1:])
-
-    def _stop_probe(self) -> None:
-        process, self._probe_process = self._probe_process, None
-        if process is not None:
-            process.blockSignals(True)  # no slot may run on a half-destroyed dock
-            process.kill()
-            process.waitForFinished(3000)
-            process.deleteLater()
-
-    def _on_probe_finished(self, process: QProcess, python: str, code: int) -> None:
-        if process is not self._probe_process:
-            return
-        self._probe_process = None
-        stdout = bytes(process.readAllStandardOutput()).decode("utf-8", "replace")
-        stderr = bytes(process.readAllStandardError()).decode("utf-8", "replace")
-        if code == -1 and not stdout:
-            stderr = stderr or f"cannot run {python}: {process.errorString()}"
-        self.show_probe(environment.parse_probe(python, code, stdout, stderr))
-        process.deleteLater()
-
-    def show_probe(self, probe: environment.PythonProbe) -> None:
-        """Show what the worker's Python offers: device names, or how to get torch."""
-        self.probe = probe
-        python = probe.python
-        if self.probe.has_torch:
-            self.torch_banner.hide()
-            labels = self.probe.device_labels()
-            for index, label in enumerate(labels):
-                self.device.setItemText(index, label)
-            self.train.set_device(bool(probe.cuda or probe.mps))
-        else:
-            lines = environment.torch_install_help(python).splitlines()
-            formatted = [
-                f"<code>{html.escape(line.strip())}</code>"
-                if line.startswith("  ")
-                else html.escape(line)
-                for line in lines
-            ]
-            self.torch_banner.setText(
-                "<b>PyTorch is missing</b> for the Python that runs LandFuse "
-                f"(<code>{html.escape(python)}</code>). The dock works, but runs need torch.<br>"
-                + "<br>".join(formatted)
-            )
-            self.torch_banner.show()
 
     # -- project settings ---------------------------------------------------------------------
     def save_project_settings(self) -> None:
@@ -469,6 +429,11 @@ class LandFuseDock(QgsDockWidget):
             self.show_message(
                 "A LandFuse run is already going: wait for it or cancel it.", Qgis.Warning
             )
+            return
+        if self.torch_missing():
+            text = "PyTorch is missing for the worker: install it as the orange box says."
+            self.status.setText(f"<span style='color:#b00020'>{html.escape(text)}</span>")
+            self.show_message(text, Qgis.Warning)
             return
         try:
             request = self.build_request()

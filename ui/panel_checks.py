@@ -139,6 +139,7 @@ class PanelChecks:
             text += f" <a href='model:{self.offered_model}'>Use it</a>"
         self.warning.setText(text)
         self.warning.setVisible(bool(checks))
+        self.checked_problems.emit(bool(found))
         return found
 
     def _on_warning_link(self, link: str) -> None:

@@ -76,6 +76,8 @@ class TaskPanel(PanelChecks, QWidget):
     task_name = ""
     #: A link under the weights was clicked: ``"demo"`` (try the demo scene) or ``"train"``.
     start_requested = pyqtSignal(str)
+    #: The panel checked its choices: True when something stops a run.
+    checked_problems = pyqtSignal(bool)
 
     def __init__(self, parent: QWidget = None, training: bool = False) -> None:
         super().__init__(parent)

@@ -99,6 +99,8 @@ class TrainTab(QWidget):
         self.last_result: Optional[Dict[str, Any]] = None
         self.last_failure: Optional[RunFailure] = None
         self.gpu = False
+        #: Which device the worker found (the dock's probe), shown with the estimate.
+        self.device_note = ""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
 
@@ -360,7 +362,7 @@ class TrainTab(QWidget):
         minutes = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{max(1, round(seconds))} s"
         self.estimate.setText(
             f"About {chips} chips of {self.chip.value()} px: roughly {minutes} {where} "
-            f"for {self.epochs.value()} epochs of {spec.title}."
+            f"for {self.epochs.value()} epochs of {spec.title}. {self.device_note}".strip()
         )
 
     # -- the request ----------------------------------------------------------------------------

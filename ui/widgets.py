@@ -235,3 +235,19 @@ def model_card_html(spec, weights_text: str = "") -> str:
     )
     parts.append(f"<b>Weights</b> {html.escape(weights_text or spec.weights_note)}")
     return "<br>".join(parts)
+
+
+def torch_banner_html(python: str) -> str:
+    """The dock's orange box when the worker's Python has no torch: the exact commands."""
+    from ..processing.environment import torch_install_help
+
+    lines = torch_install_help(python).splitlines()
+    formatted = [
+        f"<code>{html.escape(line.strip())}</code>" if line.startswith("  ") else html.escape(line)
+        for line in lines
+    ]
+    return (
+        "<b>PyTorch is missing</b> for the Python that runs LandFuse "
+        f"(<code>{html.escape(python)}</code>). The dock works; maps and training need torch "
+        "(Run stays off until then).<br>" + "<br>".join(formatted)
+    )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...models.weights_info import is_demo_training
+from ..device import device_name
 from ..requests import request_to_dict
 from ..tasks import get_task
 from ..writers import AreaTally
@@ -36,7 +37,16 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible summary (the worker's result line)."""
-        keys = ("device", "precision", "tiles", "timings_s", "warnings")
+        keys = (
+            "device",
+            "device_name",
+            "precision",
+            "precision_reason",
+            "throughput_tiles_per_s",
+            "tiles",
+            "timings_s",
+            "warnings",
+        )
         summary = {k: self.report.get(k) for k in keys}
         summary["areas"] = get_task(self.task).areas(self.report)
         summary["demo_weights"] = is_demo_training((self.report.get("model") or {}).get("training"))
@@ -136,6 +146,10 @@ def build_report(
             "waiting_for_data": round(stats.seconds_waiting_for_data, 3),
             "total": round(total_seconds, 3),
         }
+    )
+    report["device_name"] = device_name(plan.target.device)
+    report["throughput_tiles_per_s"] = (
+        round(stats.tiles_computed / stats.seconds_total, 2) if stats.seconds_total > 0 else None
     )
     summary = tally.summary([c.name for c in plan.spec.classes])
     report.update(plan.task.report_section(request, summary))

@@ -32,7 +32,10 @@ from ..errors import DatasetError, RequestError
 from ..tasks import get_task
 from ..train_requests import TrainRequest, default_threads, label_classes, repeats_for
 
-__all__ = ["Progress", "report_summary", "run_session", "verdict"]
+__all__ = ["FEW_PIXELS", "Progress", "report_summary", "run_session", "verdict"]
+
+#: Under this many validation pixels the verdict says its scores are rough.
+FEW_PIXELS = 2000
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -235,7 +238,7 @@ def report_summary(report: Any, names: Sequence[str]) -> dict[str, Any]:
     from ..metrics import to_jsonable
 
     data = report.to_dict()
-    keep = ("oa", "miou", "kappa", "per_class", "confusion_matrix", "change")
+    keep = ("oa", "miou", "kappa", "per_class", "confusion_matrix", "change", "counted_pixels")
     summary = {k: data[k] for k in keep if k in data}
     summary["class_names"] = list(names)
     return to_jsonable(summary)
@@ -248,7 +251,11 @@ def verdict(assessment: Mapping[str, Any], task_name: str) -> str:
     if net is None:
         return "Not assessed."
     chips = assessment.get("validation_chips", 0)
-    text = f"On {chips} validation chips the network scores {metric} {net:.3f}"
+    pixels = (assessment.get("network") or {}).get("counted_pixels")
+    counted = f" ({pixels} labelled pixels)" if isinstance(pixels, int) else ""
+    text = f"On {chips} validation chips{counted} the network scores {metric} {net:.3f}"
+    if isinstance(pixels, int) and pixels < FEW_PIXELS:
+        text = f"Few validation pixels, so the scores are rough. {text}"
     base = assessment.get("baseline") or {}
     _, base_score = task.headline(base)
     if base_score is None:

@@ -9,24 +9,11 @@ from faultcases import write_raster
 from qgis.core import QgsLayerTreeModel, QgsProject, QgsRasterLayer
 
 from landfuse.models.registry import get_model_spec
+from landfuse.models.sensors import SENTINEL2_L1C
 
 pytestmark = pytest.mark.qgis
 
-S2_FILES = (
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B8A",
-    "B09",
-    "B10",
-    "B11",
-    "B12",
-)
+S2_FILES = tuple(SENTINEL2_L1C.band_names)  # file names as delivered: …_B8A.tif
 
 
 def _add(path: Path, name: str, group=None) -> QgsRasterLayer:
@@ -134,3 +121,35 @@ def test_result_legends_say_what_the_user_must_know(qgis_new_project, tmp_path):
     model = QgsLayerTreeModel(project.layerTreeRoot())
     labels = [n.data(0) for n in model.layerLegendNodes(project.layerTreeRoot().findLayer(plain))]
     assert not any(isinstance(label, str) and label.startswith("⚠") for label in labels)
+
+
+def test_run_is_off_while_problems_are_listed_or_torch_is_missing(dock, tmp_path):
+    """Issue 16: Run is enabled only when nothing stops the run; without torch for the worker
+    it stays off and says why, instead of failing with "No module named 'torch'"."""
+    from landfuse.processing import environment
+
+    rng = np.random.default_rng(0)
+    s2 = write_raster(tmp_path / "s2.tif", rng.integers(0, 3000, (13, 16, 16)).astype("uint16"))
+    s1 = write_raster(tmp_path / "s1.tif", rng.normal(-12, 3, (2, 16, 16)).astype("float32"))
+    dock.show_panel(dock.landcover)
+    panel = dock.landcover
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("amm_fusenet_s2_s1_hunan"))
+    dock.show_probe(environment.PythonProbe(sys_python(), torch="2.13.0"))
+    assert not dock.run_button.isEnabled()  # no weights, no layers: listed in red
+    assert "red" in dock.run_button.toolTip()
+    panel.layer_combos["s2"].setLayer(_add(s2, "S2"))
+    panel.layer_combos["s1"].setLayer(_add(s1, "S1"))
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    panel.weights.setFilePath(str(weights))
+    assert panel.problems() == [] and dock.run_button.isEnabled()
+    dock.show_probe(environment.PythonProbe("/usr/bin/python3", error="No module named 'torch'"))
+    assert not dock.run_button.isEnabled() and "orange box" in dock.run_button.toolTip()
+    dock.run()  # e.g. from a script: refused with the guidance, no worker started
+    assert dock.task is None and "PyTorch is missing" in dock.status.text()
+
+
+def sys_python() -> str:
+    import sys
+
+    return sys.executable

@@ -118,6 +118,7 @@ def test_training_from_the_tab_selects_the_weights_and_maps_the_scene(dock, tmp_
     assert mapping.weights.filePath() == weights
     assert mapping.model_combo.currentData() == "amm_fusenet_lite_s2_s1_dem"
     assert [c.name for c in mapping.current_spec().classes] == ["Water", "built-up", "trees"]
+    assert mapping.current_spec().tile_size == 32  # maps with the chip size it learnt on
     assert mapping.layer_combos["dem"].currentLayer() is rasters["dem"]
     assert tab.resume.isEnabled() and tab.map_button.isEnabled()
     tab.map_scene()

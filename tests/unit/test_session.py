@@ -153,6 +153,7 @@ def test_a_session_trains_scores_and_compares_with_the_random_forest(tmp_path):
     csv = Path(outputs["confusion"]).read_text()
     assert "Water" in csv and "class_0" not in csv
     sidecar = json.loads(Path(outputs["weights"] + ".json").read_text())
+    assert sidecar["metadata"]["training"]["chip_size"] == 32  # the engine's default tile
     colours = {c["name"]: c["color"] for c in sidecar["metadata"]["classes"]}
     assert colours["trees"] == list(colour_for("trees", 0))
     # The checkpoint is refused as weights, with the file to use.
@@ -161,3 +162,27 @@ def test_a_session_trains_scores_and_compares_with_the_random_forest(tmp_path):
 
     with pytest.raises(WeightsError, match=r"model\.pt"):
         load_model(outputs["checkpoint"], model_name=request.model)
+
+
+def test_the_verdict_says_which_is_better_and_when_the_scores_are_rough() -> None:
+    from landfuse.core.training.session import verdict
+
+    assessment = {
+        "validation_chips": 4,
+        "network": {"miou": 0.71, "counted_pixels": 50000},
+        "baseline": {"name": "random forest (per pixel)", "miou": 0.62},
+    }
+    assert verdict(assessment, "landcover") == (
+        "On 4 validation chips (50000 labelled pixels) the network scores mIoU 0.710, better "
+        "than the random forest (per pixel) (0.620) on the same pixels."
+    )
+    assessment["baseline"]["miou"] = 0.9
+    assert "worse than the random forest" in verdict(assessment, "landcover")
+    assessment["network"]["counted_pixels"] = 192
+    assert verdict(assessment, "landcover").startswith("Few validation pixels")
+    change = {
+        "validation_chips": 2,
+        "network": {"change": {"f1": 0.5}, "counted_pixels": 9000},
+        "baseline": {"name": "change-vector analysis + Otsu", "note": "unsupervised"},
+    }
+    assert verdict(change, "change").endswith("change F1 0.500; no baseline (unsupervised).")
