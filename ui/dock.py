@@ -53,6 +53,7 @@ from .dock_probe import ProbeMixin
 from .layers_panel import SETTINGS_SHOW_BANDS, LayersPanel, project_raster_layers
 from .run_options import option_value, option_widget
 from .task_panel import TaskPanel, panel_class
+from .torch_setup import TorchSetup
 from .train_tab import TrainTab
 
 __all__ = ["SETTINGS_SHOW_BANDS", "LandFuseDock"]
@@ -101,6 +102,10 @@ class LandFuseDock(ProbeMixin, QgsDockWidget):
         )
         self.torch_banner.hide()
         outer.addWidget(self.torch_banner)
+        self.install_torch = QPushButton("Install PyTorch for LandFuse…", body)
+        self.install_torch.setObjectName("LandFuseInstallTorchButton")
+        self.install_torch.hide()
+        outer.addWidget(self.install_torch)
 
         self.tabs = QTabWidget(body)
         self.panels: List[TaskPanel] = [panel_class(t.name)(self.tabs) for t in TASKS]
@@ -119,7 +124,9 @@ class LandFuseDock(ProbeMixin, QgsDockWidget):
 
         self.area_box = self._build_area_box(body)
         outer.addWidget(self.area_box)
-        outer.addWidget(self._build_advanced_box(body))
+        self.advanced_box = self._build_advanced_box(body)
+        outer.addWidget(self.advanced_box)
+        self.install_torch.clicked.connect(self._offer_torch)
 
         self.device_line = QLabel("Looking for PyTorch and the GPUs …", body)
         self.device_line.setObjectName("LandFuseDeviceLine")
@@ -233,6 +240,10 @@ class LandFuseDock(ProbeMixin, QgsDockWidget):
         form.addRow("Output folder", self.output_dir)
         form.addRow(self.output_hint)
         form.addRow("Worker Python", self.worker_python)
+        self.torch_setup = TorchSetup(box)
+        self.torch_setup.installed.connect(self.worker_python.setFilePath)
+        self.torch_setup.busy.connect(self.install_torch.setDisabled)
+        form.addRow(self.torch_setup)
         box.setCollapsed(True)
         self._update_output_hint()
         return box
@@ -258,6 +269,10 @@ class LandFuseDock(ProbeMixin, QgsDockWidget):
         self._connections = []
         self._untrack_layer_names()
         self._stop_probe()
+        self.torch_setup.cancel()
+        if self.train.task is not None:
+            with contextlib.suppress(RuntimeError):
+                self.train.task.cancel()
         if self.task is not None:
             with contextlib.suppress(RuntimeError):
                 self.task.cancel()
@@ -302,6 +317,10 @@ class LandFuseDock(ProbeMixin, QgsDockWidget):
         polygons = self.area_polygons.isChecked()
         self.polygon_layer.setEnabled(polygons)
         self.selected_only.setEnabled(polygons)
+
+    def _offer_torch(self) -> None:
+        self.advanced_box.setCollapsed(False)  # its log and Cancel are there
+        self.torch_setup.ask_and_install()
 
     def _on_worker_python_changed(self, path: str) -> None:
         QgsSettings().setValue(environment.SETTINGS_WORKER_PYTHON, path)

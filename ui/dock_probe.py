@@ -63,6 +63,8 @@ class ProbeMixin:
         python = probe.python
         self.device_line.setText(probe.device_line())
         self.train.device_note = probe.device_line()
+        self.install_torch.setVisible(not probe.has_torch)
+        self.torch_setup.refresh()
         if self.probe.has_torch:
             self.torch_banner.hide()
             labels = self.probe.device_labels()

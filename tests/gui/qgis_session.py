@@ -194,6 +194,39 @@ def train_from_dock(dock, spec: dict) -> None:
     shot(iface.mainWindow(), "map_train.png")
 
 
+def install_torch(dock) -> None:
+    """Without torch: install it from the dock, then map the demo scene with it."""
+    from landfuse.processing import managed_env
+
+    record = {"button": dock.install_torch.isVisible()}
+    dock.advanced_box.setCollapsed(False)
+    task = dock.torch_setup.start(managed_env.choose_build([]))  # the CPU build, no question
+    wait(lambda: dock.torch_setup.log.blockCount() > 3 or task.isCanceled(), 120)
+    dock.tabs.hide()  # room for the installation's state, Cancel and pip's log in the shot
+    dock.area_box.hide()
+    settle(0.5)
+    shot(dock, "no_torch_installing.png")
+    dock.tabs.show()
+    dock.area_box.show()
+    record["installed"] = wait(lambda: dock.torch_setup.task is None, 900)
+    record["state"] = dock.torch_setup.state.text()
+    record["worker_python"] = dock.worker_python.filePath()
+    wait(lambda: dock.probe is not None and dock.probe.has_torch, 120)
+    record["probe_torch"] = dock.probe.torch if dock.probe is not None else None
+    record["banner_after"] = dock.torch_banner.isVisible()
+    record["device_line"] = dock.device_line.text()
+    dock.advanced_box.setCollapsed(True)
+    dock.output_dir.setFilePath(SCENARIO["output_dir"])
+    dock.landcover.start.linkActivated.emit("demo")  # a map through the new environment
+    record["mapped"] = wait(lambda: dock.task is None, 600)
+    if dock.last_failure is not None:
+        record["map_failure"] = dock.last_failure.message
+    record["summary"] = dock.last_summary.text if dock.last_summary is not None else ""
+    state["install"] = record
+    settle(1.0)
+    shot(dock, "no_torch_installed.png")
+
+
 def main() -> None:
     try:
         plugin = plugins.get("landfuse")
@@ -236,6 +269,8 @@ def main() -> None:
                 run_from_dock(dock, kind, SCENARIO[kind])
         if SCENARIO.get("train"):
             train_from_dock(dock, SCENARIO["train"])
+        if SCENARIO.get("install_torch"):
+            install_torch(dock)
     except Exception:  # report anything to the test, then quit QGIS
         state["errors"].append(traceback.format_exc())
     finally:

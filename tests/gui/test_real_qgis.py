@@ -171,6 +171,7 @@ def qgis_without_torch(tmp_path_factory, qgis_run):
         "output_dir": str(tmp / "out"),
         "layers": {},
         "shot_prefix": "no_torch_",
+        "install_torch": True,
     }
     return start_qgis(tmp, scenario, with_venv=False)
 
@@ -183,6 +184,21 @@ def test_without_torch_the_plugin_loads_and_the_dock_says_how_to_get_it(qgis_wit
     assert "PyTorch is missing" in state["torch_banner_text"]
     assert "-m pip install torch" in state["torch_banner_text"]
     assert _image_has_content(SHOTS / "no_torch_landfuse_dock.png")
+
+
+def test_without_torch_the_dock_installs_it_and_maps(qgis_without_torch):
+    """Issue 16: from QGIS's Python without torch, the dock makes the managed environment
+    (the pinned CPU torch from the package index), makes it the worker's, and a map follows."""
+    state, log, _ = qgis_without_torch
+    record = state["install"]
+    assert record["button"] is True
+    assert record["installed"], (record, log)
+    assert "torch 2.13.0" in record["state"] and record["worker_python"].endswith("bin/python")
+    assert "torch-env" in record["worker_python"]
+    assert record["probe_torch"].startswith("2.13.0") and record["banner_after"] is False
+    assert record["device_line"].startswith("Runs on CPU")
+    assert record["mapped"] and "map_failure" not in record, (record, log)
+    assert "Ran on cpu" in record["summary"]
 
 
 def test_plugin_loads_from_the_packaged_zip(qgis_run):
@@ -368,6 +384,13 @@ def test_train_tab_on_a_real_tile_trains_assesses_and_maps(qgis_train):
           f"(majority class {majority:.3f}); {assessment['verdict']}")  # fmt: skip
     assert len(np.unique(predicted)) >= 2  # a map, not one class everywhere
     assert agreement > majority - 0.15, (agreement, majority)
+
+
+@pytest.mark.parametrize(
+    "name", ["no_torch_landfuse_dock.png", "no_torch_installing.png", "no_torch_installed.png"]
+)
+def test_no_torch_screenshots_show_something(qgis_without_torch, name):
+    assert _image_has_content(SHOTS / name), f"{name} is missing or blank"
 
 
 TRAIN_SCREENSHOTS = [

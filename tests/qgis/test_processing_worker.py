@@ -143,6 +143,12 @@ def test_qgis_process_without_torch_uses_the_worker(scenes, weights, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Running in the LandFuse worker" in proc.stdout + proc.stderr
     assert out.is_file()
+    # Every file path it prints (outputs, the report) is there after the run: none is temporary.
+    import re
+
+    printed = set(re.findall(r"(/[^\s'\",]+\.(?:tif|json|qml))", proc.stdout))
+    assert any(p.endswith("_report.json") for p in printed), proc.stdout[-2000:]
+    assert [p for p in printed if not os.path.exists(p)] == [], proc.stdout[-3000:]
 
 
 def test_training_in_processing_runs_in_the_worker_too(provider, tmp_path, no_torch_here):
