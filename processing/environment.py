@@ -20,6 +20,8 @@ from qgis.core import QgsSettings
 
 SETTINGS_WORKER_PYTHON = "LandFuse/worker_python"
 TORCH_REQUIREMENT = "torch"
+#: The oldest torch LandFuse runs on (weights_only loading, autocast on the CPU).
+MINIMUM_TORCH = (2, 0)
 # The package as QGIS loaded it: its folder name is its import name (normally "landfuse").
 PACKAGE_DIR = Path(__file__).absolute().parents[1]
 PACKAGE_NAME = __name__.split(".")[0]
@@ -125,6 +127,21 @@ class PythonProbe:
     @property
     def has_torch(self) -> bool:
         return bool(self.torch)
+
+    def install_offer(self) -> str:
+        """Why the dock should offer to install torch ("" when it should not): missing, too
+        old for LandFuse, or a CPU build on a machine with an NVIDIA driver."""
+        if not self.has_torch:
+            return "Install PyTorch for LandFuse…"
+        try:
+            major, minor = (int(p) for p in str(self.torch).split("+")[0].split(".")[:2])
+        except ValueError:
+            major, minor = 0, 0
+        if (major, minor) < MINIMUM_TORCH:
+            return f"torch {self.torch} is too old: install PyTorch for LandFuse…"
+        if self.nvidia_smi and not self.cuda_build:
+            return "Install the CUDA build of PyTorch for LandFuse (an NVIDIA GPU is present)…"
+        return ""
 
     def device_line(self) -> str:
         """Which device and precision an automatic run uses, and why, in one line."""

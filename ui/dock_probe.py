@@ -63,7 +63,9 @@ class ProbeMixin:
         python = probe.python
         self.device_line.setText(probe.device_line())
         self.train.device_note = probe.device_line()
-        self.install_torch.setVisible(not probe.has_torch)
+        offer = probe.install_offer()
+        self.install_torch.setText(offer)
+        self.install_torch.setVisible(bool(offer))
         self.torch_setup.refresh()
         if self.probe.has_torch:
             self.torch_banner.hide()

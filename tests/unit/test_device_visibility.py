@@ -74,3 +74,17 @@ def test_the_dock_says_which_device_a_run_uses_and_why(fields, line) -> None:
 
     assert PythonProbe("/x/python", torch="2.13.0", **fields).device_line() == line
     assert PythonProbe("/x/python").device_line().startswith("No device: PyTorch is missing")
+
+
+@pytest.mark.qgis
+def test_the_dock_offers_torch_when_missing_too_old_or_a_cpu_build_beside_a_gpu() -> None:
+    from landfuse.processing.environment import PythonProbe
+
+    assert PythonProbe("/p").install_offer() == "Install PyTorch for LandFuse…"
+    assert "too old" in PythonProbe("/p", torch="1.13.1").install_offer()
+    beside = PythonProbe("/p", torch="2.13.0+cpu", nvidia_smi=True, cuda_build=None)
+    assert "CUDA build" in beside.install_offer()
+    assert (
+        PythonProbe("/p", torch="2.13.0", cuda_build="12.8", nvidia_smi=True).install_offer() == ""
+    )
+    assert PythonProbe("/p", torch="2.13.0+cpu").install_offer() == ""
