@@ -283,8 +283,10 @@ def _add_train_options(parser: argparse.ArgumentParser, task: Task) -> None:
     start = model.add_mutually_exclusive_group()
     start.add_argument(
         "--init-encoders",
-        metavar="FILE",
-        help="ResNet state_dict (e.g. torchvision ImageNet weights) for the encoders",
+        metavar="FILE|KEY",
+        help="start the encoders from a ResNet state_dict file or a pretrained encoder of the "
+        "catalogue (`landfuse encoders`; downloaded once, sha256 checked), for every encoder "
+        "or per modality: s2=ssl4eo_s12_s2_moco,s1=ssl4eo_s12_s1_moco",
     )
     start.add_argument(
         "--finetune",
@@ -360,6 +362,9 @@ def register(subparsers: Any) -> None:
         _add_train_options(parser, task)
         parser.set_defaults(func=_train, task=task.name)
 
+    from .encoders_cli import register as register_encoders
+
+    register_encoders(subparsers)
     from .evaluate_cli import register as register_evaluate  # it uses this module
 
     register_evaluate(subparsers)

@@ -30,6 +30,7 @@ from qgis.core import (
 from ..core.errors import CancelledError, LandFuseError
 from ..core.run_options import DEVICE
 from ..core.tasks import Task, get_task
+from ..models.encoders import ENCODER_WEIGHTS, get_encoder_weights, init_text
 from ..models.registry import get_model_spec, list_model_specs
 from .alg_base import (
     WEIGHTS_FILE_FILTER,
@@ -228,6 +229,27 @@ class _TrainAlgorithm(LandFuseAlgorithm):
         )
         self.addParameter(
             advanced(
+                with_help(
+                    QgsProcessingParameterEnum(
+                        "INIT_FROM",
+                        "…or start the encoder from pretrained weights (downloaded)",
+                        list(ENCODER_WEIGHTS),
+                        False,
+                        None,
+                        True,
+                        True,
+                    ),
+                    "A public pretrained encoder of the catalogue ("
+                    + "; ".join(
+                        f"{r.key}: {r.title}, {r.licence}" for r in ENCODER_WEIGHTS.values()
+                    )
+                    + "), downloaded once into the cache with its sha256 checked. It sets the "
+                    "encoder to its depth and starts the encoder of its modality.",
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
                 QgsProcessingParameterNumber(
                     "SEED", "Random seed", QgsProcessingParameterNumber.Integer, 0
                 )
@@ -314,6 +336,12 @@ class _TrainAlgorithm(LandFuseAlgorithm):
         classes = tuple(
             {"value": index, "name": name} for index, name in enumerate(n for n in names if n)
         )
+        encoder = ENCODERS[self.parameterAsEnum(parameters, "ENCODER", context)]
+        init = self.parameterAsFile(parameters, "INIT_ENCODERS", context) or None
+        pretrained = self.parameterAsEnumString(parameters, "INIT_FROM", context)
+        if pretrained:
+            row = get_encoder_weights(pretrained)
+            init, encoder = init_text(row, spec), row.encoder
         return TrainRequest(
             task=self.TASK,
             model=spec.name,
@@ -328,12 +356,12 @@ class _TrainAlgorithm(LandFuseAlgorithm):
             batch=self.parameterAsInt(parameters, "BATCH", context),
             chip=self.parameterAsInt(parameters, "CHIP", context),
             learning_rate=self.parameterAsDouble(parameters, "LR", context),
-            encoder=ENCODERS[self.parameterAsEnum(parameters, "ENCODER", context)],
+            encoder=encoder,
             device=self.parameterAsEnumString(parameters, "DEVICE", context),
             threads=self.parameterAsInt(parameters, "THREADS", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
             finetune_from=self.parameterAsFile(parameters, "FINETUNE", context) or None,
-            init_encoders=self.parameterAsFile(parameters, "INIT_ENCODERS", context) or None,
+            init_encoders=init,
         )
 
     def train_model(self, parameters, context, feedback, spec, inputs) -> Dict[str, Any]:

@@ -48,6 +48,7 @@ from ..core.errors import LandFuseError
 from ..core.label_classes import LabelClasses, polygon_classes, raster_classes
 from ..core.tasks import TASKS, get_task
 from ..core.train_requests import TrainRequest, raster_values, repeats_for
+from ..models.encoders import fitting, get_encoder_weights, init_text
 from ..models.registry import get_model_spec
 from ..processing import environment, layers
 from ..processing.task import InferenceTask, RunFailure
@@ -176,6 +177,12 @@ class TrainTab(QWidget):
         self.batch = QSpinBox(recipe)
         self.batch.setRange(2, 256)
         self.batch.setValue(8)
+        self.init_from = QComboBox(recipe)
+        self.init_from.setObjectName("LandFuseTrainInitFrom")
+        self.init_from.setToolTip(
+            "Start the encoder from public pretrained weights (downloaded once into the cache, "
+            "sha256 checked): their encoder depth is used (ResNet-50 trains slower on a CPU)."
+        )
         self.resume = QCheckBox("Continue from the last weights", recipe)
         self.resume.setToolTip("After adding polygons: retrain from where the last run ended.")
         self.resume.setEnabled(False)
@@ -185,6 +192,7 @@ class TrainTab(QWidget):
         recipe_form.addRow("Epochs", self.epochs)
         recipe_form.addRow("Chip size", self.chip)
         recipe_form.addRow("Batch", self.batch)
+        recipe_form.addRow("Initialise from", self.init_from)
         recipe_form.addRow(self.resume)
         recipe_form.addRow(self.estimate)
         layout.addWidget(recipe)
@@ -229,6 +237,7 @@ class TrainTab(QWidget):
             widget.valueChanged.connect(self.update_estimate)
         for panel in self.inputs.values():
             panel.model_combo.currentIndexChanged.connect(self.update_estimate)
+            panel.model_combo.currentIndexChanged.connect(self.refresh_init_from)
         self._on_task_changed()
 
     # -- the choices ----------------------------------------------------------------------------
@@ -240,8 +249,25 @@ class TrainTab(QWidget):
         """The inputs of the chosen task."""
         return self.inputs[self.task_name]
 
+    def refresh_init_from(self, *_args) -> None:
+        """The pretrained encoders that fit the chosen model's inputs."""
+        spec = self.panel().current_spec()
+        current = self.init_from.currentData()
+        self.init_from.clear()
+        self.init_from.addItem("Nothing: random start", "")
+        for row in fitting(spec) if spec is not None else []:
+            self.init_from.addItem(f"{row.title} ({row.licence.split(' (')[0]})", row.key)
+            self.init_from.setItemData(
+                self.init_from.count() - 1,
+                f"{row.key}: expects {row.normalisation}; {row.url}",
+                Qt.ToolTipRole,
+            )
+        index = self.init_from.findData(current)
+        self.init_from.setCurrentIndex(max(index, 0))
+
     def _on_task_changed(self, *_args) -> None:
         self.stack.setCurrentWidget(self.panel())
+        self.refresh_init_from()
         self.set_device(self.gpu)
         self.refresh_classes()
 
@@ -406,6 +432,10 @@ class TrainTab(QWidget):
         start = panel.weights.filePath() or None
         if self.resume.isChecked() and self.last_result is not None:
             start = self.last_result["outputs"]["weights"]
+        encoder, init = "resnet18", None
+        if self.init_from.currentData() and not start:  # weights to continue from come first
+            row = get_encoder_weights(self.init_from.currentData())
+            encoder, init = row.encoder, init_text(row, spec)
         device = "auto"
         if self.dock is not None and hasattr(self.dock, "device"):
             device = str(self.dock.device.currentData() or "auto")
@@ -427,6 +457,8 @@ class TrainTab(QWidget):
             batch=self.batch.value(),
             device=device,
             finetune_from=start,
+            encoder=encoder,
+            init_encoders=init,
         )
 
     # -- the run ----------------------------------------------------------------------------------

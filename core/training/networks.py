@@ -97,6 +97,64 @@ def init_encoders_from_file(model: nn.Module, path: PathLike) -> list[str]:
     return [name for name, _ in encoders]
 
 
+def init_encoders_from(model: nn.Module, spec: ModelSpec, text: str) -> dict[str, object]:
+    """Start encoders from files or catalogued pretrained weights (downloaded when needed).
+
+    Args:
+        model: The network.
+        spec: Its entry (the modality of each encoder, in order, and the encoder depth).
+        text: ``FILE_OR_KEY`` for every encoder, or ``s2=KEY,s1=FILE`` per modality
+            (:func:`landfuse.models.encoders.parse_init_encoders`).
+
+    Returns:
+        The provenance: the encoders filled, and per encoder the file, its sha256 and the
+        catalogue key.
+
+    Raises:
+        TrainingError: a modality the network has no encoder for, or catalogued weights of
+            another depth than the network's encoder.
+    """
+    from ...models.encoders import catalogue_key, parse_init_encoders
+    from ..downloads import encoder_file
+
+    try:
+        wanted = parse_init_encoders(text)
+    except ValueError as error:
+        raise TrainingError(f"--init-encoders: {error}.") from None
+    encoders = encoders_of(model)
+    if not encoders:
+        raise TrainingError("This network has no ResNet encoder to initialise.")
+    keys = [m.key for m in spec.modalities]
+    by_modality = dict(zip(keys, encoders)) if len(keys) == len(encoders) else {}
+    unknown = [k for k in wanted if k != "*" and k not in by_modality]
+    if unknown:
+        raise TrainingError(
+            f"{spec.name} has no encoder for {', '.join(unknown)}; its encoders take "
+            f"{', '.join(by_modality) or 'one shared input'}."
+        )
+    info: dict[str, object] = {}
+    for key, value in wanted.items():
+        row = catalogue_key(value)
+        if row is not None and row.encoder != spec.encoder:
+            raise TrainingError(
+                f"{row.key} is a {row.encoder} encoder; this network's is {spec.encoder}: train "
+                f"with the encoder {row.encoder} (--encoder {row.encoder})."
+            )
+        path = encoder_file(value)
+        state = weights_io.extract_state_dict(weights_io.safe_torch_load(path))
+        targets = encoders if key == "*" else [by_modality[key]]
+        for name, encoder in targets:
+            load_torchvision_state_dict(encoder, state)
+            info[name] = {
+                "file": str(path),
+                "sha256": weights_io.file_sha256(path),
+                "catalogue": row.key if row is not None else None,
+                "normalisation it expects": row.normalisation if row is not None else None,
+            }
+            logger.info("Encoder %s initialised from %s.", name, path)
+    return {"encoders": list(info), "per_encoder": info}
+
+
 @dataclass(frozen=True)
 class FinetuneSource:
     """What a fine-tuning run started from."""

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ...models import weights as weights_io
+from ...models.encoders import parse_init_encoders
 from ...models.registry import ModelSpec, NormalisationSpec
 from ...models.resnet import set_bn_momentum
 from ..datasets import VECTOR_EXTENSIONS, LabelledDataset, as_sources
@@ -47,7 +48,7 @@ from .networks import (
     build_model,
     compute_band_statistics,
     encoders_of,
-    init_encoders_from_file,
+    init_encoders_from,
     load_for_finetuning,
     with_normalisation,
 )
@@ -229,7 +230,10 @@ def _check_outputs_spare_inputs(
                 protected.add_vector(scene.label, f"the labels {scene.label}")
             else:
                 protected.add_raster(scene.label, f"the labels {scene.label}")
-    for path in (config.finetune_from, config.init_encoders):
+    starts = [
+        f for f in parse_init_encoders(config.init_encoders or "").values() if Path(f).exists()
+    ]
+    for path in (config.finetune_from, *starts):
         protected.add_weights(path)
     check_destinations(
         training_outputs(config, out),
@@ -397,13 +401,7 @@ def _build_network(
             "replaced": list(finetune.replaced_keys),
         }
     if config.init_encoders:
-        encoders = init_encoders_from_file(model, config.init_encoders)
-        init_info = {
-            "file": str(config.init_encoders),
-            "sha256": weights_io.file_sha256(config.init_encoders),
-            "encoders": encoders,
-        }
-        provenance_extra["init_encoders"] = init_info
+        provenance_extra["init_encoders"] = init_encoders_from(model, spec, config.init_encoders)
     norms, norm_note = _choose_normalisation(plan.recipe, spec, train_data, finetune)
     spec = with_normalisation(spec, norms)
     return model, spec, norm_note, provenance_extra

@@ -81,6 +81,14 @@ def test_the_train_tabs_request_from_its_widgets(dock, tmp_path):
     assert request.label_map == {"Water": 0, "built-up": 1, "trees": 2}
     assert {k: len(v) for k, v in request.inputs.items()} == {"s2": 1, "s1": 1, "dem": 1}
     assert request.validation is None and request.holdout == 0.3
+    assert request.init_encoders is None and request.encoder == "resnet18"
+    # Initialise from a catalogued pretrained encoder: its modality's encoder, its depth.
+    keys = [tab.init_from.itemData(i) for i in range(tab.init_from.count())]
+    assert keys == ["", "ssl4eo_s12_s2_moco", "ssl4eo_s12_s1_moco"]
+    tab.init_from.setCurrentIndex(1)
+    started = tab.build_request()
+    assert started.init_encoders == "s2=ssl4eo_s12_s2_moco" and started.encoder == "resnet50"
+    tab.init_from.setCurrentIndex(0)
     # A label raster with ESA WorldCover values: the legend names the classes.
     values = np.array([10, 50, 80])[np.arange(SIZE) * 3 // SIZE][None, :].repeat(SIZE, 0)
     worldcover = QgsRasterLayer(
@@ -184,3 +192,6 @@ def test_the_change_train_tab_maps_polygon_values_to_change(dock, scenes, tmp_pa
     request = tab.build_request()
     assert request.task == "change" and request.classes == () and request.label_map is None
     assert set(request.inputs) == {"before", "after"} and request.label_field == "what"
+    tab.init_from.setCurrentIndex(tab.init_from.findData("imagenet_resnet34"))
+    shared = tab.build_request()  # AMFNet's one encoder serves both dates
+    assert shared.init_encoders == "imagenet_resnet34" and shared.encoder == "resnet34"
