@@ -34,7 +34,13 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Unio
 
 from .errors import RequestError
 from .products import CHANGE_PRODUCTS, LANDCOVER_PRODUCTS, output_keys
-from .run_options import BATCH, DEVICE_CHOICES, NORMALISATION_CHOICES, PRECISION_CHOICES
+from .run_options import (
+    BATCH,
+    DEVICE_CHOICES,
+    FLIPS_CHOICES,
+    NORMALISATION_CHOICES,
+    PRECISION_CHOICES,
+)
 
 __all__ = [
     "CHANGE_OUTPUTS",
@@ -246,6 +252,12 @@ def _check_common(request: Any, allowed_outputs: Sequence[str], default_name: st
             f"Unknown precision '{request.precision}'; use one of {', '.join(PRECISION_CHOICES)}."
         )
     _set(request, "precision", precision)
+    flips = str(request.flips).strip().lower()
+    if flips not in FLIPS_CHOICES:
+        raise RequestError(
+            f"Unknown flips '{request.flips}'; use one of {', '.join(FLIPS_CHOICES)}."
+        )
+    _set(request, "flips", flips)
     normalisation = str(request.normalisation).strip().lower()
     if normalisation not in NORMALISATION_CHOICES:
         raise RequestError(
@@ -297,6 +309,8 @@ class LandCoverRequest:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         normalisation: ``auto`` (the weights' / registry's) or a mode name to force.
+        flips: ``flips`` averages the tile's prediction with those of the tile flipped
+            left-right and upside down (test-time augmentation); ``none`` (default) one pass.
         outputs: Which rasters to write: ``classes`` (always) and ``confidence``.
         name: Base name of the output files (default ``landcover``).
         cog: Write Cloud-Optimised GeoTIFFs with overviews (else plain tiled GeoTIFFs).
@@ -318,6 +332,7 @@ class LandCoverRequest:
     device: str = "auto"
     precision: str = "auto"
     normalisation: str = "auto"
+    flips: str = "none"
     outputs: Tuple[str, ...] = LANDCOVER_OUTPUTS
     name: Optional[str] = None
     cog: bool = True
@@ -381,6 +396,7 @@ class ChangeRequest:
     device: str = "auto"
     precision: str = "auto"
     normalisation: str = "auto"
+    flips: str = "none"
     outputs: Tuple[str, ...] = CHANGE_OUTPUTS
     name: Optional[str] = None
     cog: bool = True

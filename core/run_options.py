@@ -192,6 +192,19 @@ NORMALISATION = RunOption(
     ),
 )
 
+#: Test-time augmentation: also predict the flipped tile and average (3 passes).
+FLIPS_CHOICES = ("none", "flips")
+FLIPS = RunOption(
+    "flips",
+    "Test-time flips",
+    "flips also predicts each tile flipped left-right and upside down and averages the three "
+    "(3× the computing time; steadier maps from networks trained on few labels).",
+    default="none",
+    kind="choice",
+    choices=FLIPS_CHOICES,
+    choice_labels=("None (one pass)", "Flips (three passes, averaged)"),
+)
+
 #: A task's own option (change detection): where probability becomes a changed pixel.
 THRESHOLD = RunOption(
     "threshold",
@@ -205,7 +218,15 @@ THRESHOLD = RunOption(
 )
 
 #: Every run option, in the order the surfaces show them.
-RUN_OPTIONS: tuple[RunOption, ...] = (TILE, OVERLAP, BATCH, DEVICE, PRECISION, NORMALISATION)
+RUN_OPTIONS: tuple[RunOption, ...] = (
+    TILE,
+    OVERLAP,
+    BATCH,
+    DEVICE,
+    PRECISION,
+    NORMALISATION,
+    FLIPS,
+)
 
 _BY_NAME: Mapping[str, RunOption] = {o.name: o for o in RUN_OPTIONS}
 

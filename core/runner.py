@@ -147,8 +147,11 @@ class BatchPredictor:
         target: ExecutionTarget,
         batch_size: int,
         channels_last: bool = True,
+        flips: bool = False,
     ) -> None:
         self.target = target
+        #: Test-time flips: the tile, left-right and upside down, probabilities averaged.
+        self.flips = flips
         self.batch_size = max(1, int(batch_size))
         self.channels_last = channels_last
         model = model.to(target.device)
@@ -173,6 +176,16 @@ class BatchPredictor:
             ):
                 logits = self._predict(*tensors)
             probabilities = torch.softmax(logits.float(), dim=1)
+            if self.flips:
+                for dim in (3, 2):  # left-right, upside down; flipped back before averaging
+                    with torch.autocast(
+                        device_type=device.type,
+                        dtype=self.target.dtype,
+                        enabled=self.target.autocast,
+                    ):
+                        flipped = self._predict(*(t.flip(dim) for t in tensors))
+                    probabilities += torch.softmax(flipped.float(), dim=1).flip(dim)
+                probabilities /= 3.0
             # Planar (NCHW) for the blending, which works one class plane at a time; torch
             # transposes a channels-last result faster than numpy would.
             return probabilities.cpu().contiguous().numpy()

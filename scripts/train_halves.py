@@ -113,6 +113,7 @@ def run_tile(tile: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
             model="",
             output_dir=str(out / "map"),
             tile=args.map_tile,
+            flips="flips" if args.flips else "none",
             precision="fp32",
             device="cpu",
         )
@@ -168,7 +169,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"\nMean mIoU difference (network − forest): **{mean:+.3f}** "
         f"(epochs {args.epochs}, chips {args.chip} px, batch {args.batch}, {args.threads} "
         f"thread(s), seed {args.seed}, at least {args.min_steps} steps, map tile "
-        f"{args.map_tile or 'the chip size'})."
+        f"{args.map_tile or 'the chip size'}{', test-time flips' if args.flips else ''})."
     )
     return "\n".join(lines)
 
@@ -185,6 +186,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the table")
     parser.add_argument(
         "--map-tile", type=int, help="map with this tile size (default: the weights' chip size)"
+    )
+    parser.add_argument(
+        "--flips", action="store_true", help="map with test-time flips (three passes averaged)"
     )
     parser.add_argument(
         "--min-steps",

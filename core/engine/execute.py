@@ -199,7 +199,9 @@ def _execute(
     network = plan.network
     if network is None:
         raise RuntimeError("The network is not loaded (internal error).")
-    predictor = BatchPredictor(network, plan.target, plan.request.batch)
+    predictor = BatchPredictor(
+        network, plan.target, plan.request.batch, flips=plan.request.flips == "flips"
+    )
     tally = AreaTally(plan.task.tally_classes(plan.spec.classes), plan.grid)
     with bounded_block_cache(budget.block_cache_bytes(plan)), plan.outputs as outputs:
         writers = outputs.open_writers(plan.grid)

@@ -123,6 +123,7 @@ def build_report(
         "device": str(plan.target.device),
         "precision": plan.target.precision,
         "precision_reason": plan.target.reason,
+        "test_time_flips": plan.request.flips == "flips",
         "grid": plan.grid.describe(),
         "tiles": {
             "size": plan.layout.tile,
