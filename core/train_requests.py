@@ -75,6 +75,8 @@ class TrainRequest:
         finetune_from: Weights to continue from (e.g. the last session's, to iterate).
         init_encoders: A ResNet state_dict for the encoders (e.g. ImageNet weights).
         label_map: Label value → class index (255: not used), instead of the values' order.
+        balance: Weight the loss by class, rarer classes more (the square root of the inverse
+            frequency of the training chips' labelled pixels, between 0.2 and 5).
         baseline: Fit and score the classical baseline.
     """
 
@@ -98,6 +100,7 @@ class TrainRequest:
     finetune_from: Optional[str] = None
     init_encoders: Optional[str] = None
     label_map: Optional[Mapping[Any, int]] = None
+    balance: bool = False
     baseline: bool = True
     kind: str = field(default="train", init=False)
 

@@ -102,6 +102,7 @@ def run_tile(tile: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
         threads=args.threads,
         device="cpu",
         seed=args.seed,
+        balance=args.balance,
     )
     started = time.monotonic()
     result = run_session(request)
@@ -169,7 +170,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"\nMean mIoU difference (network − forest): **{mean:+.3f}** "
         f"(epochs {args.epochs}, chips {args.chip} px, batch {args.batch}, {args.threads} "
         f"thread(s), seed {args.seed}, at least {args.min_steps} steps, map tile "
-        f"{args.map_tile or 'the chip size'}{', test-time flips' if args.flips else ''})."
+        f"{args.map_tile or 'the chip size'}{', test-time flips' if args.flips else ''}"
+        f"{', balanced loss' if args.balance else ''})."
     )
     return "\n".join(lines)
 
@@ -186,6 +188,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the table")
     parser.add_argument(
         "--map-tile", type=int, help="map with this tile size (default: the weights' chip size)"
+    )
+    parser.add_argument(
+        "--balance", action="store_true", help="weight the loss by class (rarer classes more)"
     )
     parser.add_argument(
         "--flips", action="store_true", help="map with test-time flips (three passes averaged)"

@@ -82,6 +82,7 @@ class TrainingRecipe:
     schedule_unit: str = "iteration"
     loss: str = "cross_entropy"
     output_weights: tuple[float, ...] = (1.0,)
+    class_weights: tuple[float, ...] = ()
     ignore_index: int = 255
     bn_momentum: Optional[float] = 0.01
     batch_size: int = 10
@@ -110,6 +111,7 @@ class TrainingRecipe:
             (self.max_iterations is None or self.max_iterations >= 1,
              "max_iterations must be at least 1"),
             (len(self.output_weights) >= 1, "output_weights needs at least one weight"),
+            (all(w > 0 for w in self.class_weights), "class_weights must be positive"),
             (self.normalisation in ("auto", "fixed_stats", "registry", "weights"),
              "normalisation: auto, fixed_stats, registry or weights"),
             (self.patience is None or self.patience >= 1, "patience must be at least 1"),
@@ -123,6 +125,7 @@ class TrainingRecipe:
         """A JSON-ready description (for checkpoints and the weights' provenance)."""
         data = dataclasses.asdict(self)
         data["output_weights"] = list(self.output_weights)
+        data["class_weights"] = list(self.class_weights)
         return data
 
     @classmethod
@@ -132,6 +135,7 @@ class TrainingRecipe:
         aug = values.get("augmentation")
         values["augmentation"] = JointAugmentation(**aug) if aug else None
         values["output_weights"] = tuple(values.get("output_weights", (1.0,)))
+        values["class_weights"] = tuple(values.get("class_weights", ()))
         return cls(**values)
 
 

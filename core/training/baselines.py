@@ -27,6 +27,7 @@ __all__ = [
     "SKLEARN_MISSING",
     "Baseline",
     "ChipSubset",
+    "balanced_weights",
     "change_vector_analysis",
     "cva_baseline",
     "fit_random_forest",
@@ -80,6 +81,20 @@ def _chip_counts(chips: RasterChipDataset, num_classes: int) -> np.ndarray:
         part = part[(part >= 0) & (part < num_classes)]
         counts[i] = np.bincount(part, minlength=num_classes)[:num_classes]
     return counts
+
+
+def balanced_weights(
+    chips: RasterChipDataset, indices: Sequence[int], num_classes: int
+) -> tuple[float, ...]:
+    """Loss weights per class from the labelled pixels of some chips: the square root of the
+    inverse frequency, scaled to a mean of 1 and kept within [0.2, 5] (a class absent from
+    these chips gets the largest)."""
+    counts = _chip_counts(chips, num_classes)[list(indices)].sum(axis=0).astype(np.float64)
+    share = counts / max(1.0, counts.sum())
+    raw = np.where(share > 0, 1.0 / np.sqrt(np.maximum(share, 1e-12)), np.nan)
+    raw = np.where(np.isnan(raw), np.nanmax(raw) if np.isfinite(raw).any() else 1.0, raw)
+    weights = np.clip(raw / raw.mean(), 0.2, 5.0)
+    return tuple(round(float(w), 4) for w in weights)
 
 
 def spatial_split(

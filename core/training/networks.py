@@ -405,9 +405,16 @@ def training_loss(
     valid = label != recipe.ignore_index
     terms = []
     for logits, weight in zip(outs, recipe.output_weights):
+        balance = (
+            torch.tensor(recipe.class_weights, dtype=logits.dtype, device=logits.device)
+            if len(recipe.class_weights) == logits.shape[1]
+            else None
+        )
         if recipe.loss == "cross_entropy":
             if valid.any():
-                term = F.cross_entropy(logits, label, ignore_index=recipe.ignore_index)
+                term = F.cross_entropy(
+                    logits, label, weight=balance, ignore_index=recipe.ignore_index
+                )
             else:
                 term = logits.sum() * 0.0
         else:
@@ -419,6 +426,8 @@ def training_loss(
                 logits, target.to(logits.dtype), reduction="none"
             )
             mask = valid.unsqueeze(1).to(logits.dtype)
+            if balance is not None:  # each pixel weighted by its class's weight
+                mask = mask * balance[torch.where(valid, label, 0)].unsqueeze(1)
             denominator = mask.sum() * classes
             term = (per_pixel * mask).sum() / denominator.clamp_min(1.0)
         terms.append(term * weight)

@@ -66,7 +66,7 @@ def run_session(
     from .. import metrics
     from ..datasets import RasterChipDataset, RasterScene
     from . import TrainingConfig, evaluate_weights, recipe_for, train
-    from .baselines import ChipSubset, spatial_split
+    from .baselines import ChipSubset, balanced_weights, spatial_split
 
     started = time.monotonic()
     emit = progress or (lambda event: None)
@@ -136,6 +136,8 @@ def run_session(
     }
     if request.learning_rate > 0:
         changes["learning_rate"] = request.learning_rate
+    if request.balance:
+        changes["class_weights"] = balanced_weights(base, train_set.indices, len(classes))
     config = TrainingConfig(
         model=spec.name,
         output_dir=str(out),

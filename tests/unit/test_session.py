@@ -186,3 +186,30 @@ def test_the_verdict_says_which_is_better_and_when_the_scores_are_rough() -> Non
         "baseline": {"name": "change-vector analysis + Otsu", "note": "unsupervised"},
     }
     assert verdict(change, "change").endswith("change F1 0.500; no baseline (unsupervised).")
+
+
+def test_balanced_weights_favour_rare_classes_and_weight_the_loss(tmp_path) -> None:
+    import torch
+
+    from landfuse.core.datasets import RasterChipDataset, RasterScene
+    from landfuse.core.training import TrainingRecipe, training_loss
+
+    label = np.zeros((1, 64, 64), np.uint8)
+    label[0, :, 56:] = 1  # one rare class (1/8 of the pixels)
+    files = _scene(tmp_path)
+    chips = RasterChipDataset(
+        [RasterScene((files["s2"],), _tif(tmp_path / "l.tif", label))], chip_size=32
+    )
+    weights = baselines.balanced_weights(chips, range(len(chips)), 3)
+    assert weights[1] > weights[0] and weights[2] == max(weights)  # class 2 is absent
+    assert all(0.2 <= w <= 5.0 for w in weights)
+    logits = torch.zeros(1, 2, 2, 2, requires_grad=True)
+    target = torch.tensor([[[0, 0], [0, 1]]])
+    plain = TrainingRecipe(epochs=1, max_iterations=None)
+    weighted = TrainingRecipe(epochs=1, max_iterations=None, class_weights=(1.0, 3.0))
+    assert torch.isclose(
+        training_loss(logits, target, plain), training_loss(logits, target, weighted)
+    )
+    logits2 = torch.tensor([[[[2.0, 2.0], [2.0, 2.0]], [[0.0, 0.0], [0.0, 0.0]]]])
+    assert training_loss(logits2, target, weighted) > training_loss(logits2, target, plain)
+    assert TrainingRecipe.from_dict(weighted.to_dict()).class_weights == (1.0, 3.0)
