@@ -76,7 +76,8 @@ class TrainRequest:
         init_encoders: A ResNet state_dict for the encoders (e.g. ImageNet weights).
         label_map: Label value → class index (255: not used), instead of the values' order.
         balance: Weight the loss by class, rarer classes more (the square root of the inverse
-            frequency of the training chips' labelled pixels, between 0.2 and 5).
+            frequency of the training chips' labelled pixels, between 0.2 and 5); on by
+            default, as measured in docs/training.md §6.
         baseline: Fit and score the classical baseline.
     """
 
@@ -100,7 +101,7 @@ class TrainRequest:
     finetune_from: Optional[str] = None
     init_encoders: Optional[str] = None
     label_map: Optional[Mapping[Any, int]] = None
-    balance: bool = False
+    balance: bool = True
     baseline: bool = True
     kind: str = field(default="train", init=False)
 

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -255,6 +256,13 @@ class _TrainAlgorithm(LandFuseAlgorithm):
                 )
             )
         )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterBoolean("BALANCE", "Balance the classes", True),
+                "Weight the loss by each class's rarity in the labels (rarer classes weigh "
+                "more), as the dock's Train tab does by default.",
+            )
+        )
         self.addParameter(advanced(with_help(option_parameter(DEVICE), DEVICE.help)))
         self.addParameter(
             advanced(
@@ -362,6 +370,7 @@ class _TrainAlgorithm(LandFuseAlgorithm):
             seed=self.parameterAsInt(parameters, "SEED", context),
             finetune_from=self.parameterAsFile(parameters, "FINETUNE", context) or None,
             init_encoders=init,
+            balance=self.parameterAsBool(parameters, "BALANCE", context),
         )
 
     def train_model(self, parameters, context, feedback, spec, inputs) -> Dict[str, Any]:

@@ -102,7 +102,7 @@ def run_tile(tile: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
         threads=args.threads,
         device="cpu",
         seed=args.seed,
-        balance=args.balance,
+        balance=not args.no_balance,
     )
     started = time.monotonic()
     result = run_session(request)
@@ -171,7 +171,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"(epochs {args.epochs}, chips {args.chip} px, batch {args.batch}, {args.threads} "
         f"thread(s), seed {args.seed}, at least {args.min_steps} steps, map tile "
         f"{args.map_tile or 'the chip size'}{', test-time flips' if args.flips else ''}"
-        f"{', balanced loss' if args.balance else ''})."
+        f"{', unbalanced loss' if args.no_balance else ', balanced loss'})."
     )
     return "\n".join(lines)
 
@@ -190,7 +190,9 @@ def main(argv: list[str]) -> int:
         "--map-tile", type=int, help="map with this tile size (default: the weights' chip size)"
     )
     parser.add_argument(
-        "--balance", action="store_true", help="weight the loss by class (rarer classes more)"
+        "--no-balance",
+        action="store_true",
+        help="no class-balanced loss (the Train tab's default balances the classes)",
     )
     parser.add_argument(
         "--flips", action="store_true", help="map with test-time flips (three passes averaged)"

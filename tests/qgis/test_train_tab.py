@@ -81,7 +81,7 @@ def test_the_train_tabs_request_from_its_widgets(dock, tmp_path):
     assert request.label_map == {"Water": 0, "built-up": 1, "trees": 2}
     assert {k: len(v) for k, v in request.inputs.items()} == {"s2": 1, "s1": 1, "dem": 1}
     assert request.validation is None and request.holdout == 0.3
-    assert request.init_encoders is None and request.encoder == "resnet18"
+    assert request.init_encoders is None and request.encoder == "resnet18" and request.balance
     # Initialise from a catalogued pretrained encoder: its modality's encoder, its depth.
     keys = [tab.init_from.itemData(i) for i in range(tab.init_from.count())]
     assert keys == ["", "ssl4eo_s12_s2_moco", "ssl4eo_s12_s1_moco"]
