@@ -1,7 +1,6 @@
 """Every LandFuse Processing algorithm through processing.run, and one through qgis_process."""
 
 import json
-import os
 import subprocess
 import sysconfig
 from pathlib import Path
@@ -176,22 +175,11 @@ def test_assess_accuracy(provider, scenes, tmp_path):
 def test_qgis_process_runs_an_algorithm(scenes, tmp_path):
     """The provider loads in the qgis_process command line (Debian's wrapper script passes
     --noversioncheck, which qgis_process refuses, so the binary is called directly)."""
-    binary = (
-        "/usr/bin/qgis_process.bin"
-        if os.path.exists("/usr/bin/qgis_process.bin")
-        else "qgis_process"
-    )
-    profile = tmp_path / "cfg" / "profiles" / "default"
-    (profile / "python" / "plugins").mkdir(parents=True)
-    (profile / "QGIS").mkdir()
-    (profile / "QGIS" / "QGIS3.ini").write_text("[PythonPlugins]\nlandfuse=true\n")
-    (profile / "python" / "plugins" / "landfuse").symlink_to(ROOT)
-    env = dict(
-        os.environ,
-        QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "cfg"),
-        QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=sysconfig.get_paths()["purelib"],
-    )
+    from qgis_process_env import qgis_process_binary, qgis_process_env
+
+    binary = qgis_process_binary()
+    env = qgis_process_env(tmp_path)
+    env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]
     out = tmp_path / "poly.gpkg"
     proc = subprocess.run(
         [

@@ -112,21 +112,10 @@ def test_qgis_process_without_torch_uses_the_worker(scenes, weights, tmp_path):
     profile maps and reports progress."""
     if worker_run.worker_has_torch(QGIS_PYTHON):
         pytest.skip(f"{QGIS_PYTHON} has torch on this machine")
-    binary = (
-        "/usr/bin/qgis_process.bin"
-        if os.path.exists("/usr/bin/qgis_process.bin")
-        else "qgis_process"
-    )
-    profile = tmp_path / "cfg" / "profiles" / "default"
-    (profile / "python" / "plugins").mkdir(parents=True)
-    (profile / "QGIS").mkdir()
-    (profile / "QGIS" / "QGIS3.ini").write_text(
-        f"[PythonPlugins]\nlandfuse=true\n\n[LandFuse]\nworker_python={sys.executable}\n"
-    )
-    (profile / "python" / "plugins" / "landfuse").symlink_to(ROOT)
-    env = dict(
-        os.environ, QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "cfg"), QT_QPA_PLATFORM="offscreen"
-    )
+    from qgis_process_env import qgis_process_binary, qgis_process_env
+
+    binary = qgis_process_binary()
+    env = qgis_process_env(tmp_path, f"\n[LandFuse]\nworker_python={sys.executable}\n")
     env.pop("PYTHONPATH", None)  # QGIS's own Python only: no torch
     venv_site = sysconfig.get_paths()["purelib"]
     assert venv_site not in env.get("PYTHONPATH", "")
