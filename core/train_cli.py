@@ -402,13 +402,14 @@ def _classes_from_polygons(args: argparse.Namespace, task: Task) -> None:
     """Polygons with a class field and no ``--label-map``: the field's values (text or numbers)
     become the classes, sorted, named by their values unless ``--classes`` names them."""
     from .label_classes import polygon_classes
-    from .train_requests import VECTOR_SUFFIXES, vector_values
+    from .train_requests import vector_values
+    from .vector_labels import VECTOR_EXTENSIONS
 
     if not args.label_field or args.label_map is not None:
         return
     values: list[Any] = []
     for files in [*(args.scene or ()), *(args.val_scene or ())]:
-        if files and Path(files[-1]).suffix.lower() in VECTOR_SUFFIXES:
+        if files and Path(files[-1]).suffix.lower() in VECTOR_EXTENSIONS:
             values += vector_values(files[-1], args.label_field)
     if not values:
         return

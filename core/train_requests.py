@@ -17,10 +17,10 @@ from .errors import DatasetError, RequestError
 from .label_classes import LabelClasses, colour_for, parse_colour, polygon_classes, raster_classes
 from .requests import RasterSource
 from .tasks import get_task
+from .vector_labels import VECTOR_EXTENSIONS, open_class_layer
 
 __all__ = [
     "MIN_STEPS",
-    "VECTOR_SUFFIXES",
     "TrainRequest",
     "default_threads",
     "label_classes",
@@ -40,10 +40,6 @@ def repeats_for(chips: int, batch: int, epochs: int) -> int:
     """How many times an epoch shows each training chip, for at least :data:`MIN_STEPS`."""
     steps = max(1, chips // max(2, batch)) * epochs
     return max(1, -(-MIN_STEPS // steps))
-
-
-#: Label files read as polygons (the rest are label rasters).
-VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".kml", ".gml", ".sqlite", ".fgb"}
 
 
 def default_threads() -> int:
@@ -166,18 +162,7 @@ def vector_values(path: str, field_name: str) -> list[Any]:
     Raises:
         DatasetError: the file cannot be read or has no such field.
     """
-    from osgeo import ogr
-
-    ds = ogr.Open(str(path))
-    if ds is None or ds.GetLayerCount() == 0:
-        raise DatasetError(f"Cannot read polygons from {path}; give a vector file with a layer.")
-    layer = ds.GetLayer(0)
-    definition = layer.GetLayerDefn()
-    names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
-    if field_name not in names:
-        raise DatasetError(
-            f"The polygons have no field '{field_name}'; choose one of {', '.join(names)}."
-        )
+    _ds, layer = open_class_layer(path, field_name)
     return [feature.GetField(field_name) for feature in layer]
 
 
@@ -211,7 +196,7 @@ def label_classes(request: TrainRequest, spec: Any) -> LabelClasses:
         DatasetError: labels without classes, or a malformed colour.
     """
     task = get_task(request.task)
-    is_vector = Path(request.labels).suffix.lower() in VECTOR_SUFFIXES
+    is_vector = Path(request.labels).suffix.lower() in VECTOR_EXTENSIONS
     if is_vector and not request.label_field:
         raise DatasetError("Choose the polygons' class field.")
     values = vector_values(request.labels, request.label_field or "") if is_vector else None

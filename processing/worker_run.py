@@ -10,7 +10,6 @@ error, when no interpreter has torch, says what to set or install.
 
 import importlib.util
 import json
-import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Dict, Optional
@@ -35,19 +34,8 @@ def torch_in_process() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-@lru_cache(maxsize=8)
-def _probe(python: str) -> environment.PythonProbe:
-    try:
-        done = subprocess.run(
-            environment.probe_command(python),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=environment.worker_environment(),
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return environment.PythonProbe(python, error=str(error))
-    return environment.parse_probe(python, done.returncode, done.stdout, done.stderr)
+#: One probe per interpreter and QGIS session: Processing asks before every run.
+_probe = lru_cache(maxsize=8)(environment.probe_python)
 
 
 def worker_has_torch(python: Optional[str] = None) -> bool:

@@ -18,13 +18,13 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 
 from ..errors import DatasetError, DatasetPairingError  # noqa: F401 (the package exports them)
+from ..vector_labels import VECTOR_EXTENSIONS  # noqa: F401 (the package exports it)
 
 PathLike = Union[str, Path]
 
 #: File extensions read as rasters by the layout readers (sidecars such as .aux.xml are skipped).
 RASTER_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".img", ".jp2", ".vrt")
 #: File extensions read as vector files (labelled polygons).
-VECTOR_EXTENSIONS = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".kml", ".gml", ".sqlite")
 
 #: Hunan label remapping (NETWORKS.md §2): 255 → 12 first, then the published table
 #: ``[255, 0, 1, 2, 1, 3, 4, 6, 6, 5, 6, 7, 255]``, whose 7 and 255 are both ignored.

@@ -33,6 +33,7 @@ from ..raster import (
 from ..requests import RasterSource
 from ..run_warnings import BANDS_BY_POSITION, LINEAR_TO_DB, RADIOMETRIC_OFFSET, RunWarning
 from ..tiling import axis_starts
+from ..vector_labels import open_class_layer
 from .base import VECTOR_EXTENSIONS, DatasetError, LabelledDataset, RawSample, remap_labels
 
 logger = logging.getLogger(__name__)
@@ -142,20 +143,13 @@ def rasterize_polygons(
         DatasetError: The file, layer or field cannot be read, the grid has no CRS, or a value
             is not a class index.
     """
-    from osgeo import ogr, osr
+    from osgeo import osr
 
     if grid.crs is None:
         raise DatasetError(
             f"Polygons {path} cannot be burnt onto a grid without CRS; georeference the rasters."
         )
-    ds = ogr.Open(str(path))
-    if ds is None or ds.GetLayerCount() == 0:
-        raise DatasetError(f"Cannot read polygons from {path}; give a vector file with a layer.")
-    layer = ds.GetLayer(0)
-    definition = layer.GetLayerDefn()
-    fields = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
-    if label_field not in fields:
-        raise DatasetError(f"{path} has no field '{label_field}'; its fields are {fields}.")
+    _ds, layer = open_class_layer(path, label_field)
     target = osr.SpatialReference()
     target.ImportFromWkt(rasterio.crs.CRS.from_user_input(grid.crs).to_wkt())
     target.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)

@@ -65,7 +65,7 @@ def run_session(
 
     from .. import metrics
     from ..datasets import RasterChipDataset, RasterScene
-    from . import TrainingConfig, evaluate_weights, recipe_for, train
+    from . import TrainingConfig, evaluate_model, recipe_for, train
     from .baselines import ChipSubset, balanced_weights, spatial_split
 
     started = time.monotonic()
@@ -124,9 +124,10 @@ def run_session(
     if len(train_set) < 1:
         raise DatasetError("No training chip: label more areas, or use smaller chips.")
     chips_seen = len(train_set)
+    fit_set = train_set  # each chip once: the class weights and the baseline's pixels
     repeats = repeats_for(chips_seen, request.batch, request.epochs)
     if repeats > 1:  # each repetition is augmented anew (flips, rotations)
-        train_set = ChipSubset(base, list(train_set.indices) * repeats)
+        train_set = ChipSubset(base, list(fit_set.indices) * repeats)
     out = Path(request.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     changes: dict[str, Any] = {
@@ -137,7 +138,7 @@ def run_session(
     if request.learning_rate > 0:
         changes["learning_rate"] = request.learning_rate
     if request.balance:
-        changes["class_weights"] = balanced_weights(base, train_set.indices, len(classes))
+        changes["class_weights"] = balanced_weights(base, fit_set.indices, len(classes))
     config = TrainingConfig(
         model=spec.name,
         output_dir=str(out),
@@ -180,7 +181,6 @@ def run_session(
     )
     emit({"stage": "assess", "fraction": 0.93, "message": "Scoring on the validation pixels"})
     names = [c.name for c in result.spec.classes]
-    change_class = task.change_class
     assessment: dict[str, Any] = {
         "split": split,
         "train_chips": chips_seen,
@@ -192,13 +192,13 @@ def run_session(
     }
     report = None
     if len(val_set):
-        report = evaluate_weights(result.weights_path, val_set, device=request.device)
-        if change_class is not None and report.change is None:  # scored as change too
-            report = metrics.accuracy_report(report.confusion_matrix, names, change_class)
+        # The trained network as it is in memory: the weights file holds the same tensors.
+        device = next(result.model.parameters()).device
+        report = evaluate_model(result.model, val_set, result.spec, device)
         assessment["network"] = report_summary(report, names)
         metrics.write_confusion_csv(report, out / "confusion_matrix.csv")
         if request.baseline:
-            baseline = task.baseline(train_set, val_set, names, seed=request.seed, threads=threads)
+            baseline = task.baseline(fit_set, val_set, names, seed=request.seed, threads=threads)
             assessment["baseline"] = {
                 "name": baseline.name,
                 "note": baseline.note,
