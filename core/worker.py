@@ -46,7 +46,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any, Optional, Sequence, TextIO
+from typing import Any, Callable, Optional, Sequence, TextIO
 
 from .errors import EXIT_OK, RequestError, exit_code_for
 from .signals import StopOnSignal
@@ -136,15 +136,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from . import engine
         from .requests import request_from_dict
 
-        data = _read_request(args.request)
-        if data.get("kind") == "train":
-            return _train(data, emit, handler, args.cancel_file)
-        request = request_from_dict(data)
-        emit("started", pid=os.getpid(), task=request.task)
         cancel_file = args.cancel_file
 
         def cancelled() -> bool:
             return handler.cancelled or bool(cancel_file and os.path.exists(cancel_file))
+
+        data = _read_request(args.request)
+        if data.get("kind") == "train":
+            return _train(data, emit, cancelled)
+        request = request_from_dict(data)
+        emit("started", pid=os.getpid(), task=request.task)
 
         if args.validate:
             summary = engine.validate(request, warn=lambda w: emit("warning", **w.to_dict()))
@@ -173,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout = emit.stream
 
 
-def _train(data: dict[str, Any], emit: Emitter, handler: StopOnSignal, cancel_file: Any) -> int:
+def _train(data: dict[str, Any], emit: Emitter, cancelled: Callable[[], bool]) -> int:
     """A training session (``"kind": "train"``): progress per step and epoch, then the result
     with the weights and the assessment (:func:`landfuse.core.training.session.run_session`)."""
     from .train_requests import train_request_from_dict
@@ -184,7 +185,7 @@ def _train(data: dict[str, Any], emit: Emitter, handler: StopOnSignal, cancel_fi
     result = run_session(
         request,
         progress=lambda event: emit("progress", **event),
-        cancel=lambda: handler.cancelled or bool(cancel_file and os.path.exists(cancel_file)),
+        cancel=cancelled,
         warn=lambda warning: emit("warning", **warning.to_dict()),
     )
     emit("result", **result)

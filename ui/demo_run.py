@@ -44,7 +44,7 @@ def try_demo(dock: Any, task_name: str) -> bool:
         return False
     chosen = dock.output_dir.filePath()
     folder = (Path(chosen) if chosen else layers.output_folder_default()) / "demo_scene"
-    panel = next(p for p in dock.panels if p.task_name == task_name)
+    panel = dock.panel_for(task_name)
     dock.status.setText("Writing the demo scene …")
     try:
         files = get_task(task_name).demo_inputs(folder / task_name)

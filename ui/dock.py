@@ -336,6 +336,10 @@ class LandFuseDock(ProbeMixin, QgsDockWidget):
             widget = widget.widget()
         return widget if isinstance(widget, TaskPanel) else None
 
+    def panel_for(self, task_name: str) -> Optional[TaskPanel]:
+        """The mapping tab of a task (None for an unknown task)."""
+        return next((p for p in self.panels if p.task_name == task_name), None)
+
     def show_panel(self, panel: QWidget) -> None:
         """Bring the tab holding ``panel`` to the front."""
         for index in range(self.tabs.count()):

@@ -547,7 +547,7 @@ class TrainTab(QWidget):
         if self.dock is None or not weights:
             return
         source = self.inputs[task_name]
-        target = next((p for p in self.dock.panels if p.task_name == task_name), None)
+        target = self.dock.panel_for(task_name)
         if target is None:
             return
         target.weights.setFilePath(weights)
@@ -565,9 +565,7 @@ class TrainTab(QWidget):
         """Map the training's scene with the new weights in the mapping tab."""
         if self.dock is None or self.last_result is None:
             return
-        target = next(
-            (p for p in self.dock.panels if p.task_name == self.last_result.get("task")), None
-        )
+        target = self.dock.panel_for(str(self.last_result.get("task")))
         if target is not None:
             self.dock.show_panel(target)
             self.dock.run()
