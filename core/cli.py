@@ -86,6 +86,11 @@ def _add_option(group: Any, option: RunOption) -> None:
     default = option.default
     shown = option.automatic or default
     help_text = _escape(f"{option.help} (default: {shown})")
+    if option.kind == "text":
+        group.add_argument(
+            option.flag, default=default, metavar=option.name.upper()[:4], help=help_text
+        )
+        return
     if option.kind == "choice":
         if option.strict:
             group.add_argument(option.flag, default=default, choices=option.choices, help=help_text)
@@ -143,7 +148,7 @@ def _add_slots(parser: argparse.ArgumentParser, task: Task, specs: Sequence[Any]
         )
 
 
-def _add_common(parser: argparse.ArgumentParser, task: Task) -> None:
+def add_common(parser: argparse.ArgumentParser, task: Task) -> None:
     """Options of every prediction command: model, grid and area, run options, outputs."""
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -189,6 +194,7 @@ def _add_common(parser: argparse.ArgumentParser, task: Task) -> None:
     run = parser.add_argument_group("processing")
     for option in (*RUN_OPTIONS, *task.options):
         _add_option(run, option)
+    add_job_flags(run)
     out = parser.add_argument_group("outputs")
     out.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     out.add_argument("--name", metavar="NAME", help=f"base name of the output files ({task.name})")
@@ -240,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_slots(command, task, specs)
-        _add_common(command, task)
+        add_common(command, task)
         command.set_defaults(func=_predict, task=task.name)
 
     models = subparsers.add_parser("models", help="list the models and their inputs")
@@ -250,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli = _optional_train_cli()
     if train_cli is not None:
         train_cli.register(subparsers)
+    from . import batch_cli
+
+    batch_cli.register(subparsers)
     return parser
 
 
@@ -298,6 +307,46 @@ def _slot_sources(args: argparse.Namespace, task: Task) -> dict[str, tuple]:
     return sources
 
 
+def add_job_flags(group: Any) -> None:
+    """The flags of runs split into jobs (every executor but in-process)."""
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="with an --executor other than in-process: reuse the verified parts an "
+        "interrupted run of the same inputs and settings left, and compute only the others",
+    )
+    group.add_argument(
+        "--job-rows",
+        type=int,
+        metavar="N",
+        help="rows of tiles per job (default: enough jobs for every worker, at least 8 rows)",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads of each process computing tiles (default: torch's own in-process; "
+        "with an --executor, this machine's cores shared among its workers); give the same "
+        "number to get byte-identical maps from different executors",
+    )
+    group.add_argument(
+        "--parts-dir",
+        metavar="DIR",
+        help="folder for the jobs' parts, which every worker must be able to write (default: "
+        "beside the outputs)",
+    )
+
+
+def job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The request fields of :func:`add_job_flags`."""
+    return {
+        "resume": args.resume,
+        "job_rows": args.job_rows,
+        "parts_dir": args.parts_dir,
+        "threads": args.threads,
+    }
+
+
 def _predict(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     sources = _slot_sources(args, task)
@@ -309,17 +358,22 @@ def _predict(args: argparse.Namespace) -> int:
         raise RequestError(
             f"Give the input rasters, e.g. {example} (see --help for the inputs of each model)."
         )
+    request = task.make_request(
+        args.model or "", args.weights, sources, output_dir=args.out, **request_fields(args, task)
+    )
+    return _execute(request, args)
+
+
+def request_fields(args: argparse.Namespace, task: Task) -> dict[str, Any]:
+    """The request fields of :func:`add_common`'s flags, but the model, weights and folder."""
     outputs = tuple(
         p.key for p in task.products if p.main or not getattr(args, f"no_{p.key}", False)
     )
     fields: dict[str, Any] = {
         option.name: getattr(args, option.name) for option in (*RUN_OPTIONS, *task.options)
     }
-    request = task.make_request(
-        args.model or "",
-        args.weights,
-        sources,
-        output_dir=args.out,
+    fields.update(job_fields(args))
+    fields.update(
         aoi=_aoi(args),
         reference=args.reference,
         pixel_grid=args.pixel_grid,
@@ -327,9 +381,8 @@ def _predict(args: argparse.Namespace) -> int:
         cog=not args.no_cog,
         overwrite=args.overwrite,
         outputs=outputs,
-        **fields,
     )
-    return _execute(request, args)
+    return fields
 
 
 def _execute(request: Any, args: argparse.Namespace) -> int:
@@ -338,7 +391,7 @@ def _execute(request: Any, args: argparse.Namespace) -> int:
     from . import engine  # torch is imported only when something is computed
 
     if args.validate_only:
-        summary = engine.validate(request, warn=_print_warning)
+        summary = engine.validate(request, warn=print_warning)
         if args.json:
             _say(json.dumps(summary, indent=2))
         else:
@@ -359,7 +412,7 @@ def _execute(request: Any, args: argparse.Namespace) -> int:
         return EXIT_OK
     bar = None if args.quiet else ProgressBar(sys.stderr)
     try:
-        result = engine.run(request, progress=bar, cancel=stop_requested, warn=_print_warning)
+        result = engine.run(request, progress=bar, cancel=stop_requested, warn=print_warning)
     finally:
         if bar is not None:
             bar.close()
@@ -371,7 +424,7 @@ def _execute(request: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_warning(warning: Any) -> None:
+def print_warning(warning: Any) -> None:
     """Print a run warning on standard error (after the progress line, if one is drawn)."""
     sys.stderr.write(f"\nlandfuse: warning: {warning.message}\n")
     sys.stderr.flush()

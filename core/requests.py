@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import RequestError
+from .executor_spec import parse_executor
 from .products import CHANGE_PRODUCTS, LANDCOVER_PRODUCTS, output_keys
 from .run_options import (
     BATCH,
     DEVICE_CHOICES,
+    EXECUTOR,
     FLIPS_CHOICES,
     NORMALISATION_CHOICES,
     PRECISION_CHOICES,
@@ -240,6 +242,17 @@ def _check_common(request: Any, allowed_outputs: Sequence[str], default_name: st
         )
     if isinstance(request.batch, bool) or not isinstance(request.batch, int) or request.batch < 1:
         raise RequestError(f"The batch size must be a whole number >= 1, got {request.batch!r}.")
+    executor = str(request.executor or "").strip() or EXECUTOR.default
+    parse_executor(executor)  # a RequestError naming the accepted forms
+    _set(request, "executor", executor)
+    for name, what in (("job_rows", "rows of tiles per job"), ("threads", "threads")):
+        value = getattr(request, name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise RequestError(f"The {what} must be a whole number >= 1, got {value!r}.")
+    if request.parts_dir is not None:
+        _set(request, "parts_dir", _path_text(request.parts_dir, "The parts folder"))
     device = str(request.device).strip().lower()
     if device not in DEVICE_CHOICES and not re.fullmatch(r"cuda:\d+", device):
         raise RequestError(
@@ -315,6 +328,17 @@ class LandCoverRequest:
         name: Base name of the output files (default ``landcover``).
         cog: Write Cloud-Optimised GeoTIFFs with overviews (else plain tiled GeoTIFFs).
         overwrite: Replace outputs of the same name; otherwise an existing one is an error.
+        executor: Where the tiles are computed (:mod:`~landfuse.core.executor_spec`):
+            ``in-process`` (default), ``process:N``, ``local:N`` or ``dask://HOST:PORT``.
+        resume: With an executor other than in-process: reuse the verified parts an
+            interrupted run of the same inputs and settings left, and compute only the others.
+        job_rows: Rows of tiles per job (None: chosen from the number of workers).
+        parts_dir: Folder for the jobs' parts (None: beside the outputs); every worker must
+            be able to write it.
+        threads: torch threads of each process that computes tiles (None: torch's default
+            in-process; with an executor, the cores shared among the local workers). The
+            CPU's kernels can round differently with another thread count, so maps are
+            byte-identical across executors for the same ``threads``.
     """
 
     task: ClassVar[str] = "landcover"
@@ -337,6 +361,11 @@ class LandCoverRequest:
     name: Optional[str] = None
     cog: bool = True
     overwrite: bool = False
+    executor: str = EXECUTOR.default
+    resume: bool = False
+    job_rows: Optional[int] = None
+    parts_dir: Optional[str] = None
+    threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         inputs: Any = self.inputs
@@ -402,6 +431,11 @@ class ChangeRequest:
     cog: bool = True
     overwrite: bool = False
     threshold: float = 0.5
+    executor: str = EXECUTOR.default
+    resume: bool = False
+    job_rows: Optional[int] = None
+    parts_dir: Optional[str] = None
+    threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         _set(self, "before", _sources(self.before, "The 'before' image"))

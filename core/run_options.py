@@ -20,6 +20,7 @@ __all__ = [
     "BATCH",
     "DEVICE",
     "DEVICE_CHOICES",
+    "EXECUTOR",
     "NORMALISATION",
     "NORMALISATION_CHOICES",
     "OVERLAP",
@@ -65,7 +66,8 @@ class RunOption:
         label: Short human label ("Tile size (px)").
         help: What it does and how to choose it (tooltip, Processing help, ``--help``).
         default: The request's default (None: decided by the model or the tile).
-        kind: ``"int"``, ``"float"`` or ``"choice"``.
+        kind: ``"int"``, ``"float"``, ``"choice"`` or ``"text"`` (free text; ``choices`` are
+            suggestions).
         minimum: Smallest accepted number (``int`` and ``float`` options).
         maximum: Largest one the widgets offer (None: no limit).
         automatic: What None means, for surfaces that need a number for it ("model default").
@@ -102,6 +104,8 @@ class RunOption:
 
     def from_widget(self, value: Any) -> Any:
         """The request value for a widget's or parameter's value (the automatic number → None)."""
+        if self.kind == "text":
+            return str(value or "").strip() or self.default
         if self.kind == "choice":
             return str(value)
         if self.kind == "float":
@@ -113,7 +117,7 @@ class RunOption:
 
     def to_widget(self, value: Any) -> Any:
         """The widget's value for a request value (None → the automatic number)."""
-        if self.kind == "choice":
+        if self.kind in ("choice", "text"):
             return value if value is not None else self.default
         if self.kind == "float":
             return float(self.default if value is None else value)
@@ -217,6 +221,21 @@ THRESHOLD = RunOption(
     step=0.05,
 )
 
+#: Where the tiles are computed (the values offered; any form of
+#: :func:`~landfuse.core.executor_spec.parse_executor` is accepted).
+EXECUTOR = RunOption(
+    "executor",
+    "Executor",
+    "Where the tiles are computed: in-process (this process, the default); process:N (N local "
+    "processes); local:N (a Dask cluster of N workers on this machine); dask://HOST:PORT (a "
+    "running Dask scheduler, whose workers must see the inputs, the weights and the output "
+    "folder). Every executor gives the same maps, byte for byte; see the user guide, "
+    "'Large areas'.",
+    default="in-process",
+    kind="text",
+    choices=("in-process", "process:2", "local:2", "dask://localhost:8786"),
+)
+
 #: Every run option, in the order the surfaces show them.
 RUN_OPTIONS: tuple[RunOption, ...] = (
     TILE,
@@ -226,6 +245,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     PRECISION,
     NORMALISATION,
     FLIPS,
+    EXECUTOR,
 )
 
 _BY_NAME: Mapping[str, RunOption] = {o.name: o for o in RUN_OPTIONS}

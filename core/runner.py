@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Generator, Iterator, Optional, Protocol, Sequence, cast
+from typing import Callable, Generator, Hashable, Iterator, Optional, Protocol, Sequence, cast
 
 import numpy as np
 import torch
@@ -286,8 +286,10 @@ def _reader(
     channels_last: bool,
     out: queue.Queue,
     stop: threading.Event,
+    group: Optional[Callable[[Tile], Hashable]] = None,
 ) -> None:
-    """Reader thread: group tiles into batches of ``batch_size`` computed tiles."""
+    """Reader thread: group tiles into batches of ``batch_size`` computed tiles (a new batch
+    also starts where ``group(tile)`` changes)."""
 
     def put(item: object) -> bool:
         while not stop.is_set():
@@ -301,9 +303,17 @@ def _reader(
     try:
         items: list[tuple[Tile, Optional[TileData]]] = []
         computed = 0
+        current: Hashable = None
         for tile in tiles:
             if stop.is_set():
                 return
+            if group is not None:
+                key = group(tile)
+                if items and key != current:
+                    if not put(_make_batch(items, channels_last)):
+                        return
+                    items, computed = [], 0
+                current = key
             data = load(tile)
             items.append((tile, data))
             computed += data is not None
@@ -325,13 +335,14 @@ def _batches(
     channels_last: bool,
     prefetch: int,
     stats: RunStats,
+    group: Optional[Callable[[Tile], Hashable]] = None,
 ) -> Generator[_Batch, None, None]:
     """Yield batches prepared by a reader thread; stop and join it on exit."""
     out: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
     thread = threading.Thread(
         target=_reader,
-        args=(tiles, load, batch_size, channels_last, out, stop),
+        args=(tiles, load, batch_size, channels_last, out, stop, group),
         name="landfuse-reader",
         daemon=True,
     )
@@ -365,6 +376,7 @@ def run_tiles(
     cancel: Optional[CancelCheck] = None,
     prefetch: int = 2,
     progress_span: tuple[float, float] = (0.0, 1.0),
+    batch_group: Optional[Callable[[Tile], Hashable]] = None,
 ) -> RunStats:
     """Run every tile through the predictor, in order, reading ahead in a thread.
 
@@ -380,6 +392,8 @@ def run_tiles(
         cancel: Returns True to stop; checked before every batch.
         prefetch: Batches prepared ahead.
         progress_span: Part of the overall progress this loop covers.
+        batch_group: A new batch starts where its value changes
+            (:func:`~landfuse.core.tiling.batch_groups`); None: batches of consecutive tiles.
 
     Returns:
         The :class:`RunStats`.
@@ -392,7 +406,9 @@ def run_tiles(
     started = time.perf_counter()
     low, high = progress_span
     done = 0
-    batches = _batches(tiles, load, predictor.batch_size, predictor.channels_last, prefetch, stats)
+    batches = _batches(
+        tiles, load, predictor.batch_size, predictor.channels_last, prefetch, stats, batch_group
+    )
     # Closing the generator stops and joins the reader thread before anything propagates: the
     # caller closes the datasets after an error or a cancel, and a reader still inside GDAL
     # would read a closed dataset.

@@ -18,7 +18,7 @@ grow with the scene at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -28,6 +28,7 @@ __all__ = [
     "Tile",
     "TileLayout",
     "axis_starts",
+    "batch_groups",
     "padded_size",
     "plan_tiles",
     "reflect_pad",
@@ -166,6 +167,26 @@ class TileLayout:
         if tile_row + 1 < len(self.row_starts):
             return self.row_starts[tile_row + 1]
         return self.height
+
+
+def batch_groups(layout: TileLayout, batch: int) -> Callable[[Tile], tuple[int, int, int]]:
+    """Which batch a tile belongs to: chunks of ``batch`` tile columns of one row of tiles of
+    one stripe, counted from the stripe's first column.
+
+    The network's result for a tile can change in the last bits with the batch it is computed
+    in (the CPU's convolution kernels depend on the batch size), so the batches are fixed by
+    the scene's tile grid and not by the order tiles happen to come in: a job that computes a
+    band of rows (:mod:`landfuse.core.engine.jobs`) then batches each of its tiles with the
+    same neighbours as a run of the whole scene, and the maps are byte-identical.
+    """
+    size = max(1, int(batch))
+    column = {start: index for index, start in enumerate(layout.col_starts)}
+    firsts = layout.stripe_starts
+
+    def group(tile: Tile) -> tuple[int, int, int]:
+        return tile.stripe, tile.tile_row, (column[tile.col] - firsts[tile.stripe]) // size
+
+    return group
 
 
 def axis_starts(size: int, tile: int, overlap: int) -> tuple[int, ...]:

@@ -161,8 +161,10 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
         }
         for option in (*RUN_OPTIONS, *extra):
             name = option.parameter
-            if option.kind == "choice":
-                value: Any = self.parameterAsEnumString(parameters, name, context)
+            if option.kind == "text":
+                value: Any = self.parameterAsString(parameters, name, context)
+            elif option.kind == "choice":
+                value = self.parameterAsEnumString(parameters, name, context)
             elif option.kind == "float":
                 value = self.parameterAsDouble(parameters, name, context)
             else:
@@ -295,8 +297,10 @@ class LandFuseAlgorithm(QgsProcessingAlgorithm):
 def option_parameter(option: RunOption) -> QgsProcessingParameterDefinition:
     """A run option as a Processing parameter: its default, limits and choices (by name, so
     ``qgis_process`` and scripts say ``DEVICE=cpu``)."""
-    from qgis.core import QgsProcessingParameterNumber
+    from qgis.core import QgsProcessingParameterNumber, QgsProcessingParameterString
 
+    if option.kind == "text":
+        return QgsProcessingParameterString(option.parameter, option.label, option.default)
     if option.kind == "choice":
         return QgsProcessingParameterEnum(
             option.parameter, option.label, list(option.choices), False, option.default, False, True

@@ -18,7 +18,11 @@ _DEFAULT_MAXIMUM = 4096
 def option_widget(option: RunOption, parent: QWidget) -> QWidget:
     """A spin box or combo box for ``option``, set to its default."""
     widget: Any
-    if option.kind == "choice":
+    if option.kind == "text":
+        widget = QComboBox(parent)  # editable: the choices are suggestions
+        widget.setEditable(True)
+        widget.addItems(list(option.choices))
+    elif option.kind == "choice":
         widget = QComboBox(parent)
         labels = option.choice_labels or option.choices
         for value, label in zip(option.choices, labels):
@@ -48,6 +52,8 @@ def option_widget(option: RunOption, parent: QWidget) -> QWidget:
 
 def option_value(option: RunOption, widget: QWidget) -> Any:
     """The request value the widget holds."""
+    if isinstance(widget, QComboBox) and widget.isEditable():
+        return option.from_widget(widget.currentText())
     if isinstance(widget, QComboBox):
         return option.from_widget(widget.currentData())
     return option.from_widget(widget.value())
@@ -56,7 +62,9 @@ def option_value(option: RunOption, widget: QWidget) -> Any:
 def set_option_value(option: RunOption, widget: QWidget, value: Any) -> None:
     """Show a request value (None: the automatic one) in the widget."""
     shown = option.to_widget(value)
-    if isinstance(widget, QComboBox):
+    if isinstance(widget, QComboBox) and widget.isEditable():
+        widget.setEditText(str(shown))
+    elif isinstance(widget, QComboBox):
         widget.setCurrentIndex(max(0, widget.findData(shown)))
     else:
         widget.setValue(shown)
@@ -64,6 +72,8 @@ def set_option_value(option: RunOption, widget: QWidget, value: Any) -> None:
 
 def option_text(widget: QWidget) -> str:
     """The widget's value as project-settings text."""
+    if isinstance(widget, QComboBox) and widget.isEditable():
+        return widget.currentText().strip()
     if isinstance(widget, QComboBox):
         return str(widget.currentData())
     return str(widget.value())
@@ -71,7 +81,9 @@ def option_text(widget: QWidget) -> str:
 
 def set_option_text(widget: QWidget, text: str) -> None:
     """Restore a value saved by :func:`option_text`."""
-    if isinstance(widget, QComboBox):
+    if isinstance(widget, QComboBox) and widget.isEditable():
+        widget.setEditText(text)
+    elif isinstance(widget, QComboBox):
         widget.setCurrentIndex(max(0, widget.findData(text)))
     elif isinstance(widget, QDoubleSpinBox):
         widget.setValue(float(text))

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 from .budget import BLOCK_CACHE_FLOOR as _BLOCK_CACHE_FLOOR  # noqa: F401 (tests read it)
 from .budget import keep_memory_flat
-from .execute import run, run_change, run_landcover, validate
+from .execute import run, run_batch, run_change, run_landcover, validate
 from .plan import STRIPE_WIDTH, load_network, model_info
 from .report import RunResult
 
@@ -88,6 +88,7 @@ __all__ = [
     "load_network",
     "model_info",
     "run",
+    "run_batch",
     "run_change",
     "run_landcover",
     "validate",

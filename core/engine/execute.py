@@ -8,27 +8,32 @@ probabilities become, and the report's task section, are the task's
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gc
 import logging
 import time
-from typing import Any, Optional
+from dataclasses import replace
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 from rasterio.windows import Window
 
 from ..blending import BlendedRows, TileBlender, blend_window
 from ..errors import CancelledError, EmptyInputError, RequestError
+from ..executor_spec import parse_executor
 from ..integrity import gdal_messages_to_log
 from ..normalisation import normalise
-from ..raster import bounded_block_cache
+from ..raster import AreaMask, Grid, bounded_block_cache
 from ..requests import ChangeRequest, LandCoverRequest, Request
 from ..run_warnings import WarningCallback
 from ..runner import BatchPredictor, CancelCheck, Progress, ProgressCallback, TileData, run_tiles
-from ..tiling import Tile, reflect_pad
+from ..tasks import Task
+from ..tiling import Tile, TileLayout, batch_groups, reflect_pad
 from ..writers import AreaTally, StreamingGeoTiff
 from . import budget
-from .plan import Plan, load_weights, open_inputs, prepare
+from .fanout import execute_jobs
+from .plan import InputGroup, Plan, load_weights, open_inputs, prepare
 from .report import RunResult, build_report
 
 logger = logging.getLogger(__name__)
@@ -104,34 +109,54 @@ def validate(request: Request, warn: Optional[WarningCallback] = None) -> dict[s
         plan.close()
 
 
-class _TileLoader:
-    """Reads, normalises and pads one tile (runs in the reader thread)."""
+class TileLoader:
+    """Reads, normalises and pads one tile (runs in the reader thread).
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.shape = (plan.layout.padded_height, plan.layout.padded_width)
+    ``row_offset`` is where the tiles' row 0 lies on the work grid: a job reads a band of rows
+    of the scene through tiles laid out from its band's top (:mod:`.jobs`).
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[InputGroup],
+        area: Optional[AreaMask],
+        reference_grid: Grid,
+        work_window: Window,
+        layout: TileLayout,
+        row_offset: int = 0,
+    ) -> None:
+        self.groups = groups
+        self.area = area
+        self.reference_grid = reference_grid
+        self.work_window = work_window
+        self.row_offset = row_offset
+        self.shape = (layout.padded_height, layout.padded_width)
+
+    @classmethod
+    def of(cls, plan: Plan) -> TileLoader:
+        """The loader of a whole run."""
+        return cls(plan.groups, plan.area, plan.reference_grid, plan.work_window, plan.layout)
 
     def __call__(self, tile: Tile) -> Optional[TileData]:
         with gdal_messages_to_log():  # the reader thread's GDAL messages: to the log
             return self._load(tile)
 
     def _load(self, tile: Tile) -> Optional[TileData]:
-        plan = self.plan
-        window = Window(tile.col, tile.row, tile.width, tile.height)
+        window = Window(tile.col, tile.row + self.row_offset, tile.width, tile.height)
         valid: Optional[np.ndarray] = None
-        if plan.area is not None:
+        if self.area is not None:
             # The area mask is on the reference grid; the work grid is offset into it.
             ref_window = Window(
-                window.col_off + plan.work_window.col_off,
-                window.row_off + plan.work_window.row_off,
+                window.col_off + self.work_window.col_off,
+                window.row_off + self.work_window.row_off,
                 window.width,
                 window.height,
             )
-            valid = plan.area.mask(plan.reference_grid, ref_window)
+            valid = self.area.mask(self.reference_grid, ref_window)
             if valid is not None and not valid.any():
                 return None
         inputs = []
-        for group in plan.groups:
+        for group in self.groups:
             if group.stack is None:
                 raise RuntimeError("Inputs are not open (internal error).")
             data, ok = group.stack.read(window)
@@ -146,15 +171,36 @@ class _TileLoader:
         return TileData(inputs=inputs, valid=valid)
 
 
-class _Blender:
-    """Blends tile probabilities and streams finished windows to the writers."""
+class Blender:
+    """Blends tile probabilities and streams finished windows to the writers.
 
-    def __init__(self, plan: Plan, writers: dict[str, StreamingGeoTiff], tally: AreaTally) -> None:
-        self.plan = plan
+    ``keep`` (rows of the layout, end excluded) is the part a job owns: the blended rows
+    outside it (its halo, which a neighbouring job owns) are dropped, and the rows kept are
+    written from row 0 of the writers (the job's part). None keeps every row.
+    """
+
+    def __init__(
+        self,
+        plan_task: Task,
+        request: Request,
+        channels: int,
+        layout: TileLayout,
+        writers: dict[str, StreamingGeoTiff],
+        tally: Optional[AreaTally] = None,
+        keep: Optional[tuple[int, int]] = None,
+    ) -> None:
+        self.task = plan_task
+        self.request = request
         self.writers = writers
         self.tally = tally
-        self.blender = TileBlender(len(plan.spec.classes), plan.layout)
+        self.keep = keep if keep is not None else (0, layout.height)
+        self.blender = TileBlender(channels, layout)
         self.valid_pixels = 0
+
+    @classmethod
+    def of(cls, plan: Plan, writers: dict[str, StreamingGeoTiff], tally: AreaTally) -> Blender:
+        """The blender of a whole run."""
+        return cls(plan.task, plan.request, len(plan.spec.classes), plan.layout, writers, tally)
 
     def add(
         self, tile: Tile, probabilities: Optional[np.ndarray], data: Optional[TileData]
@@ -172,13 +218,21 @@ class _Blender:
             self._write(blended)
 
     def _write(self, blended: BlendedRows) -> None:
-        self.valid_pixels += int(blended.covered.sum())
-        tallied, arrays = self.plan.task.product_arrays(
-            blended.values, blended.covered, self.plan.request, tuple(self.writers)
+        start, end = self.keep
+        rows = blended.covered.shape[0]
+        first, last = max(start, blended.row), min(end, blended.row + rows)
+        if first >= last:
+            return
+        values = blended.values[:, first - blended.row : last - blended.row]
+        covered = blended.covered[first - blended.row : last - blended.row]
+        self.valid_pixels += int(covered.sum())
+        tallied, arrays = self.task.product_arrays(
+            values, covered, self.request, tuple(self.writers)
         )
-        self.tally.add(blended.row, tallied)
+        if self.tally is not None:
+            self.tally.add(first - start, tallied)
         for key, array in arrays.items():
-            self.writers[key].write_window(blended.row, blended.col, array)
+            self.writers[key].write_window(first - start, blended.col, array)
 
 
 def _execute(
@@ -205,15 +259,16 @@ def _execute(
     tally = AreaTally(plan.task.tally_classes(plan.spec.classes), plan.grid)
     with bounded_block_cache(budget.block_cache_bytes(plan)), plan.outputs as outputs:
         writers = outputs.open_writers(plan.grid)
-        blender = _Blender(plan, writers, tally)
+        blender = Blender.of(plan, writers, tally)
         stats = run_tiles(
             plan.layout,
-            _TileLoader(plan),
+            TileLoader.of(plan),
             predictor,
             blender.add,
             progress=progress,
             cancel=cancel,
             progress_span=(_PREPARE_END, _INFER_END),
+            batch_group=batch_groups(plan.layout, predictor.batch_size),
         )
         blender.finish()
         # The network is not needed any more: free it (and the heap pages it leaves) before
@@ -240,6 +295,22 @@ def _execute(
         result_outputs = outputs.publish(report)
     _progress(progress, "done", 1.0, f"Done: {result_outputs.get('report')}")
     return RunResult(task=plan.request.task, outputs=result_outputs, report=report)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[None]:
+    """Compute with ``threads`` torch threads (None: as they are), restored afterwards."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run(
@@ -273,7 +344,11 @@ def run(
             plan = prepare(request)
             _check_cancel(cancel)
             _make_ready(plan, warn, cancel)
-            return _execute(plan, progress, cancel, started, started_at)
+            spec = parse_executor(request.executor)
+            if spec.uses_jobs:
+                return execute_jobs([plan], spec, progress, cancel, started, started_at)[0]
+            with torch_threads(request.threads):
+                return _execute(plan, progress, cancel, started, started_at)
     except CancelledError:
         logger.info("Run cancelled; temporary outputs removed.")
         raise
@@ -282,6 +357,45 @@ def run(
             plan.close()
         # A long-lived process (QGIS runs Processing in its own) gets the run's memory back:
         # without this, glibc keeps freed arenas and the resident size drifts from run to run.
+        gc.collect()
+        budget.return_freed_memory()
+
+
+def run_batch(
+    requests: Sequence[Request],
+    executor: str,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+    warn: Optional[WarningCallback] = None,
+) -> list[RunResult]:
+    """Run many scenes as one submission: every scene is checked first (nothing is computed
+    when one fails), then the jobs of all go to one executor, and each scene's outputs are
+    written as soon as its last job is back.
+
+    Args:
+        requests: One request per scene (each with its own output folder or name).
+        executor: The executor (:mod:`~landfuse.core.executor_spec`); ``in-process`` runs the
+            scenes one after the other.
+
+    Returns:
+        The :class:`RunResult` of each scene, in order.
+    """
+    spec = parse_executor(executor)
+    if not spec.uses_jobs:
+        return [run(replace(r, executor=executor), progress, cancel, warn) for r in requests]
+    started = time.perf_counter()
+    started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    plans: list[Plan] = []
+    try:
+        with gdal_messages_to_log():
+            for request in requests:
+                plan = prepare(replace(request, executor=executor))
+                plans.append(plan)
+                _make_ready(plan, warn, cancel)
+            return execute_jobs(plans, spec, progress, cancel, started, started_at)
+    finally:
+        for plan in plans:
+            plan.close()
         gc.collect()
         budget.return_freed_memory()
 
