@@ -171,6 +171,23 @@ def check_scheduler(address: str, timeout: float = 10.0) -> dict[str, Any]:
     }
 
 
+def check_local(spec: ExecutorSpec) -> dict[str, Any]:
+    """What this machine offers a local executor: its cores, and Dask where it is needed."""
+    cores = os.cpu_count() or 1
+    workers = spec.workers or default_local_workers()
+    answer = {"ok": True, "address": spec.kind, "workers": workers, "threads": cores}
+    if spec.needs_dask and not dask_available():
+        return {**answer, "ok": False, "message": dask_missing_message()}
+    if spec.kind == "in-process":
+        return {**answer, "workers": 1, "message": "Tiles are computed in the worker process."}
+    share = max(1, cores // workers)
+    return {
+        **answer,
+        "message": f"{spec.describe()} on this machine's {cores} cores: {share} thread(s) each"
+        + (" (more workers than cores: slower, not faster)." if workers > cores else "."),
+    }
+
+
 def default_local_workers(gpus: int = 0) -> int:
     """Workers of ``local`` without a number: one per GPU, else half the cores (at least 1)."""
     if gpus > 0:
@@ -185,7 +202,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stderr.write("usage: python -m landfuse.core.executor_spec dask://HOST:PORT\n")
         return 2
     try:
-        answer = check_scheduler(args[0])
+        spec = parse_executor(args[0])
+        answer = check_scheduler(args[0]) if spec.kind == "dask" else check_local(spec)
     except RequestError as error:
         answer = {
             "ok": False,

@@ -59,6 +59,7 @@ from landfuse.core.requests import LandCoverRequest, ModalityInput
 from landfuse.core.training.baselines import (
     SKLEARN_MISSING,
     ChipSubset,
+    balanced_weights,
     change_vector_analysis,
     labelled_pixels,
     otsu_threshold,  # noqa: F401 (the tests use it from here)
@@ -194,6 +195,8 @@ class ChangeSettings:
             F1: on one small validation pair, F1 rewards marking everything as change (kappa
             is 0 for any all-one-class map).
         max_train_chips: Use at most this many training chips, None for all.
+        balance: Weight the loss by class (the square root of the inverse class frequency of
+            the training chips, as the Train tab does by default).
     """
 
     name: str
@@ -210,6 +213,7 @@ class ChangeSettings:
     learning_rate: float = 1e-3
     monitor: str = "kappa"
     max_train_chips: Optional[int] = None
+    balance: bool = True
 
 
 #: LEVIR-CD samples: the file names keep LEVIR-CD's own split, which is used as it is.
@@ -823,6 +827,7 @@ def train_change(
         learning_rate=settings.learning_rate,
         validation_batch_size=1,
         monitor=settings.monitor,
+        class_weights=balanced_weights(chips, train_set.indices, 2) if settings.balance else (),
     )
     config = training.TrainingConfig(
         model=settings.model,
@@ -1245,6 +1250,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--cd-epochs", type=int, default=cd.epochs)
     parser.add_argument("--cd-batch", type=int, default=cd.batch)
     parser.add_argument("--cd-lr", type=float, default=cd.learning_rate)
+    parser.add_argument(
+        "--cd-no-balance",
+        action="store_true",
+        help="an unweighted change loss (the default weights it by class, as the Train tab)",
+    )
     return parser.parse_args(argv)
 
 
@@ -1289,6 +1299,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
         settings = dataclasses.replace(
             base, chip=args.cd_chip, stride=args.cd_stride, encoder=args.cd_encoder,
             epochs=args.cd_epochs, batch=args.cd_batch, learning_rate=args.cd_lr,
+            balance=not args.cd_no_balance,
         )  # fmt: skip
         summary[base.name] = train_change(
             args.data,

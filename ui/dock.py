@@ -50,6 +50,7 @@ from ..processing.task import LOG_TAG, InferenceTask, RunFailure
 from . import project_settings
 from .demo_run import start_link
 from .dock_probe import ProbeMixin
+from .executor_check import ExecutorCheck
 from .layers_panel import SETTINGS_SHOW_BANDS, LayersPanel, project_raster_layers
 from .run_options import option_value, option_widget
 from .task_panel import TaskPanel, panel_class
@@ -236,6 +237,8 @@ class LandFuseDock(ProbeMixin, QgsDockWidget):
         self.worker_python.fileChanged.connect(self._on_worker_python_changed)
         for option in RUN_OPTIONS:
             form.addRow(option.label, self.option_widgets[option.name])
+        self.executor_check = ExecutorCheck(self.option_widgets["executor"], box)
+        form.addRow(self.executor_check)
         form.addRow(self.pixel_grid)
         form.addRow("Output folder", self.output_dir)
         form.addRow(self.output_hint)
@@ -269,6 +272,7 @@ class LandFuseDock(ProbeMixin, QgsDockWidget):
         self._connections = []
         self._untrack_layer_names()
         self._stop_probe()
+        self.executor_check.stop()
         self.torch_setup.cancel()
         if self.train.task is not None:
             with contextlib.suppress(RuntimeError):

@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -73,7 +74,6 @@ def _start_process(counter: Any, threads: int) -> None:
         counter.value += 1
     if threads > 0:
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        os.environ["GDAL_NUM_THREADS"] = str(threads)
 
 
 class ProcessExecutor:
@@ -161,13 +161,26 @@ class DaskExecutor:
 
         self.cluster = None
         if spec.kind == "dask-local":
-            self.cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                env={"OMP_NUM_THREADS": str(max(1, threads))} if threads else {},
-            )
+            import dask
+
+            # Dask starts its workers with one OpenMP thread: each gets its share of the cores
+            # (measured: the network 40 % slower in a worker without it, docs/benchmarks.md §9).
+            environ = {
+                "OMP_NUM_THREADS": str(max(1, threads)),
+                "MALLOC_ARENA_MAX": "2",
+            }
+            settings = {
+                "distributed.nanny.pre-spawn-environ": environ,
+                # Its sampling profiler takes the GIL every 10 ms from the reader thread.
+                "distributed.worker.profile.enabled": False,
+            }
+            with dask.config.set(settings):
+                self.cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
             self.client = Client(self.cluster)
             self.address = f"local:{workers}"
             self.job_threads = threads
@@ -227,8 +240,33 @@ class DaskExecutor:
             self.cluster.close()
 
 
+def python_for_children() -> str:
+    """The Python interpreter worker processes start with. Inside the QGIS application
+    ``sys.executable`` is QGIS itself, which must not be started once per worker: the Python
+    it embeds is used instead (and told to multiprocessing, which Dask's nannies use too)."""
+    current = Path(sys.executable)
+    if current.name.lower().startswith("python"):
+        return str(current)
+    candidates = [
+        getattr(sys, "_base_executable", ""),
+        os.path.join(sys.exec_prefix, "bin", f"python{sys.version_info[0]}"),
+        shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}") or "",
+        shutil.which("python3") or "",
+    ]
+    for candidate in candidates:
+        named = bool(candidate) and Path(candidate).name.lower().startswith("python")
+        if named and os.access(candidate, os.X_OK):
+            multiprocessing.set_executable(candidate)
+            return candidate
+    raise RequestError(
+        f"No Python interpreter was found to start worker processes ({sys.executable} is not "
+        "one); run on the command line, or with the executor 'in-process'."
+    )
+
+
 def open_executor(spec: ExecutorSpec, gpus: int = 0, threads: int = 0) -> Any:
     """The executor of ``spec`` (``ProcessExecutor`` or ``DaskExecutor``), started."""
+    python_for_children()
     workers = spec.workers or default_local_workers(gpus)
     if threads <= 0:
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -292,13 +330,16 @@ def execute_jobs(
             executor = open_executor(spec, gpus)
         workers = executor.workers
         for plan in plans:
+            cache = budget.block_cache_bytes(plan)  # the inputs are still open: sized as a run
             _release(plan)
             key = run_key(plan)
             folder = parts_folder(plan, key)
             if not plan.request.resume and folder.exists():
                 shutil.rmtree(folder)
             threads = plan.request.threads or executor.job_threads
-            jobs = make_jobs(plan, workers, folder, threads, plan.request.job_rows or None, key)
+            jobs = make_jobs(
+                plan, workers, folder, threads, plan.request.job_rows or None, key, cache
+            )
             run = _Run(plan, jobs, folder)
             if plan.request.resume:
                 for job in jobs:

@@ -17,13 +17,15 @@ The network is loaded once per process (:data:`_NETWORKS`), not shipped with eac
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
 import os
 import socket
+import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,6 +43,7 @@ from ..runner import BatchPredictor, run_tiles
 from ..tasks import task_of
 from ..tiling import TileLayout, batch_groups
 from ..writers import ProductSpec, StreamingGeoTiff
+from . import budget
 from .plan import InputGroup, Plan, load_network, model_info
 
 #: Fewest rows of tiles a job computes besides its halo (the row of tiles above it, computed
@@ -48,7 +51,7 @@ from .plan import InputGroup, Plan, load_network, model_info
 MIN_JOB_ROWS = 8
 #: Jobs per worker a run aims for when it picks the job size: enough to even out the load.
 JOBS_PER_WORKER = 3
-#: GDAL's block cache in a job (bytes): the input blocks of two rows of tiles of a stripe.
+#: GDAL's block cache of a job whose run did not size it (bytes).
 JOB_BLOCK_CACHE = 256 << 20
 
 
@@ -87,8 +90,10 @@ class Job:
         products: The products written.
         device: The device of the run (``cuda`` without an index: each worker takes its GPU).
         precision: The precision of the run.
-        threads: torch and GDAL threads of the process (0: leave them).
+        threads: torch threads of the process (0: leave them).
         part_dir: Folder of the parts (shared by the driver and every worker).
+        block_cache: GDAL's block cache while the job runs (bytes): the run's own size, the
+            input blocks of about two rows of tiles of a stripe (:mod:`.budget`).
     """
 
     run_key: str
@@ -111,6 +116,7 @@ class Job:
     precision: str
     threads: int
     part_dir: str
+    block_cache: int = JOB_BLOCK_CACHE
 
     @property
     def name(self) -> str:
@@ -156,7 +162,7 @@ class JobResult:
     device: str = ""
     resumed: bool = False
     attempts: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
+    peak_rss_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +176,7 @@ class JobResult:
             "device": self.device,
             "resumed": self.resumed,
             "attempts": self.attempts,
+            "worker_peak_rss_mb": round(self.peak_rss_bytes / 2**20, 1),
         }
 
 
@@ -214,14 +221,16 @@ def _window_tuple(window: Window) -> tuple[int, int, int, int]:
 
 
 def job_rows_for(layout: TileLayout, workers: int, asked: Optional[int] = None) -> int:
-    """Rows of tiles per job: the one asked for, else enough jobs to keep ``workers`` busy
-    (:data:`JOBS_PER_WORKER` each) but never fewer than :data:`MIN_JOB_ROWS` rows (so the halo
-    stays a small share)."""
+    """Rows of tiles per job: the number asked for, else rows shared evenly among
+    :data:`JOBS_PER_WORKER` jobs per worker, as long as each job keeps
+    :data:`MIN_JOB_ROWS` rows (its halo, one row, then costs at most 1/8 more), but never
+    fewer jobs than workers (an idle worker costs more than a halo)."""
     total = len(layout.row_starts)
     if asked:
         return max(1, min(int(asked), total))
-    wanted = math.ceil(total / max(1, workers * JOBS_PER_WORKER))
-    return max(1, min(total, max(MIN_JOB_ROWS, wanted)))
+    workers = max(1, workers)
+    count = max(workers, min(workers * JOBS_PER_WORKER, total // MIN_JOB_ROWS))
+    return max(1, math.ceil(total / min(total, count)))
 
 
 def owned_rows(layout: TileLayout, first: int, end: int) -> tuple[int, int]:
@@ -251,6 +260,7 @@ def make_jobs(
     threads: int = 0,
     job_rows: Optional[int] = None,
     key: str = "",
+    block_cache: int = JOB_BLOCK_CACHE,
 ) -> list[Job]:
     """The jobs of a planned run (weights loaded, inputs checked)."""
     layout = plan.layout
@@ -294,6 +304,7 @@ def make_jobs(
             precision=plan.target.precision,
             threads=threads,
             part_dir=str(part_dir),
+            block_cache=block_cache,
         )
         for index, (first, end) in enumerate(bounds)
     ]
@@ -356,10 +367,18 @@ def _predictor(job: Job, device: str) -> BatchPredictor:
 
 
 def _set_threads(threads: int) -> None:
-    if threads > 0:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-        os.environ["GDAL_NUM_THREADS"] = str(threads)
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (0 where the system does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB else
 
 
 def file_sha256(path: Path) -> str:
@@ -396,7 +415,7 @@ def run_job(job: Job) -> JobResult:
     writers: dict[str, StreamingGeoTiff] = {}
     staged = {p.key: folder / f".{job.name}.{p.key}.{os.getpid()}.tif" for p in job.products}
     try:
-        with gdal_messages_to_log(), bounded_block_cache(JOB_BLOCK_CACHE):
+        with gdal_messages_to_log(), bounded_block_cache(job.block_cache):
             for item in job.inputs:
                 group = InputGroup(item.label, item.modality, item.sources)
                 group.bands, group.order = item.bands, item.order
@@ -458,6 +477,7 @@ def run_job(job: Job) -> JobResult:
             seconds_network=stats.seconds_computing,
             worker=f"{socket.gethostname()}:{os.getpid()}",
             device=device,
+            peak_rss_bytes=peak_rss_bytes(),
         )
         write_record(job, result)
         return result
@@ -470,6 +490,12 @@ def run_job(job: Job) -> JobResult:
         for path in staged.values():
             if path.exists():
                 path.unlink()
+        # A worker computes job after job: give the job's buffers back before the next one
+        # (glibc keeps freed arenas otherwise, and the worker's resident size creeps up).
+        writers.clear()
+        groups.clear()
+        gc.collect()
+        budget.return_freed_memory()
 
 
 def write_record(job: Job, result: JobResult) -> None:

@@ -15,6 +15,7 @@ import json
 import os
 import time
 import traceback
+from pathlib import Path
 
 from qgis.core import (
     QgsApplication,
@@ -109,6 +110,14 @@ def run_from_dock(dock, kind: str, spec: dict) -> None:
         area.verticalScrollBar().setValue(0)
     settle(0.5)
     shot(dock, f"dock_{kind}_before.png")
+    if spec.get("executor"):  # Advanced ▸ Executor, checked as a user would (issue 17)
+        dock.advanced_box.setCollapsed(False)
+        dock.executor.setEditText(spec["executor"])
+        dock.executor_check.button.click()
+        wait(lambda: dock.executor_check.process is None, 60)
+        settle(0.5)
+        state.setdefault("executor_check", {})[kind] = dock.executor_check.answer.text()
+        shot(dock, f"dock_{kind}_executor.png")
     dock.run_button.click()
     seen_progress = wait(lambda: dock.task is None or dock.progress.value() > 0, 120)
     if dock.task is not None and seen_progress:
@@ -124,6 +133,9 @@ def run_from_dock(dock, kind: str, spec: dict) -> None:
         group.name(): [node.layer().name() for node in group.findLayers()]
         for group in root.findGroups()
     }
+    reports = sorted(Path(SCENARIO["output_dir"]).glob(f"{kind}*_report.json"))
+    if reports:
+        record["executor"] = json.loads(reports[-1].read_text()).get("executor")
     state["runs"][kind] = record
     first_group = root.findGroups()[0] if root.findGroups() else None
     if first_group is not None and first_group.findLayers():

@@ -158,6 +158,7 @@ def qgis_run(tmp_path_factory):
             "after": "After (Sentinel-2)",
             "model": weights["change_model"],
             "weights": weights["change"],
+            "executor": "process:2",
         },
     }
     return start_qgis(tmp, scenario)
@@ -244,6 +245,9 @@ def test_change_run_from_the_dock(qgis_run):
     assert "Change map ready" in run["summary"]
     groups = {name: layers for name, layers in run["groups"].items() if "change" in name}
     assert list(groups.values()) == [_titled(["Change", "Change probability"])]
+    # Issue 17: the run went to a pool of two local processes, checked first in Advanced.
+    assert "a pool of 2 local processes" in state["executor_check"]["change"], log
+    assert run["executor"]["kind"] == "processes" and run["executor"]["workers"] == 2, run
 
 
 def test_the_band_mapping_box_shows_its_tables_when_expanded(qgis_run):
@@ -264,6 +268,7 @@ SCREENSHOTS = [
     "map_landcover.png",
     "dock_change_bands.png",
     "dock_change_before.png",
+    "dock_change_executor.png",
     "dock_change_after.png",
     "map_change.png",
 ]

@@ -298,3 +298,86 @@ def test_the_scheduler_check_counts_the_workers():
         port = free.getsockname()[1]
     answer = check_scheduler(f"dask://127.0.0.1:{port}", timeout=2)
     assert not answer["ok"] and "does not answer" in answer["message"]
+
+
+def test_workers_start_with_python_even_inside_the_qgis_application(monkeypatch):
+    import multiprocessing
+
+    chosen = []
+    monkeypatch.setattr(multiprocessing, "set_executable", chosen.append)
+    monkeypatch.setattr(fanout.sys, "executable", "/usr/bin/qgis")
+    python = fanout.python_for_children()
+    assert Path(python).name.startswith("python") and chosen == [python]
+
+
+def test_batches_are_fixed_by_the_tile_grid_so_a_job_batches_like_the_whole_scene():
+    from dataclasses import replace
+
+    from landfuse.core.tiling import batch_groups
+
+    layout = plan_tiles(700, 500, 64, 16, 16, stripe_width=200)
+    whole = batch_groups(layout, 3)
+    members: dict = {}
+    for tile in layout:
+        members.setdefault(whole(tile), []).append((tile.row, tile.col))
+    assert max(len(m) for m in members.values()) == 3
+    assert all(len({row for row, _ in m}) == 1 for m in members.values())  # one row of tiles
+    job = jobs.Job(
+        "key", 1, 3, (4, 9), (0, 0), None, "m", "w", "", (), None, None, (0, 0, 0, 0),
+        layout, 2, (), "cpu", "fp32", 1, "",
+    )  # fmt: skip
+    band = job.band_layout()
+    top = layout.row_starts[4]
+    in_band = batch_groups(band, 3)
+    grouped: dict = {}
+    for tile in band:
+        grouped.setdefault(in_band(tile), []).append((tile.row + top, tile.col))
+    assert sorted(grouped.values()) == sorted(
+        m for m in members.values() if top <= m[0][0] <= layout.row_starts[8]
+    )
+    assert replace(band, height=layout.height).col_starts == layout.col_starts
+
+
+@pytest.mark.slow
+def test_predict_batch_maps_a_folder_of_dates(scenes, in_process, tmp_path, capsys):
+    from landfuse.core import cli
+
+    for date in ("2024-06-01", "2024-07-01"):
+        folder = tmp_path / "dates" / date
+        folder.mkdir(parents=True)
+        (folder / "S2_stack.tif").symlink_to(scenes["s2"])
+        (folder / "s1_vv_vh.tif").symlink_to(scenes["s1"])
+        (folder / "notes.txt").write_text("not a raster")
+    code = cli.main(
+        ["predict-batch", "landcover", "--scenes", str(tmp_path / "dates"),
+         "--weights", scenes["hunan"], "--out", str(tmp_path / "maps"), "--executor",
+         "process:2", "--tile", "64", "--overlap", "24", "--batch", "3", "--precision", "fp32",
+         "--device", "cpu", "--threads", "1", "-q"]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    for date in ("2024-06-01", "2024-07-01"):
+        assert f"{date}: " in printed
+        made = {
+            "classes": tmp_path / "maps" / date / "landcover_classes.tif",
+            "confidence": tmp_path / "maps" / date / "landcover_confidence.tif",
+        }
+        assert {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in made.items()} == (
+            in_process["landcover"][0]
+        )
+
+
+def test_a_scene_list_with_an_unknown_column_is_refused(scenes, tmp_path):
+    from landfuse.core.batch_cli import read_scenes
+    from landfuse.core.tasks import get_task
+
+    listing = tmp_path / "scenes.csv"
+    listing.write_text(f"name,s2,s3\na,{scenes['s2']},x.tif\n")
+    with pytest.raises(RequestError, match=r"unknown column.*s3"):
+        read_scenes(str(listing), get_task("landcover"))
+    listing.write_text(f"name,s2,s1\na,{scenes['s2']},missing.tif\n")
+    with pytest.raises(RequestError, match=r"Scene 'a', s1: .*missing\.tif does not exist"):
+        read_scenes(str(listing), get_task("landcover"))
+    listing.write_text(f"name,s2,s1\na,{scenes['s2']},{scenes['s1']}\n")
+    found = read_scenes(str(listing), get_task("landcover"))
+    assert [s.path for s in found["a"]["s1"]] == [scenes["s1"]]
