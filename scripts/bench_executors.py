@@ -75,6 +75,7 @@ def case(spec: dict[str, Any]) -> dict[str, Any]:
         "tiles_computed": section.get("tiles_computed_with_halos", report["tiles"]["computed"]),
         "jobs": section.get("jobs", 0),
         "worker_peak_mib": max((j["worker_peak_rss_mb"] for j in detail), default=None),
+        "job_peaks_mib": [j["worker_peak_rss_mb"] for j in detail],
         "driver_peak_mib": round(base.vm_hwm_mib(), 1),
     }
 
@@ -130,12 +131,11 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Name
         "worker, and writing and reading the parts. The process pool (process:1): "
         f"{100 * (pool['wall_s'] / inproc['wall_s'] - 1.0):+.1f} %.",
         f"- **Worker peak memory**: {memory_small} MiB at {small}², {memory_large} MiB at "
-        f"{large}² ({(large / small) ** 2:.0f}x the area): "
-        + (
-            "independent of the scene size."
-            if memory_large <= memory_small * 1.10
-            else "it grew with the scene: see the jobs' sizes."
-        ),
+        f"{large}² ({(large / small) ** 2:.0f}x the area, jobs of the same rows: "
+        f"{100 * (memory_large / memory_small - 1):+.1f} %; target: independent of the scene). "
+        "The peak after each job of that worker, in order: "
+        + ", ".join(f"{p} MiB" for p in by[("local:1", large, cores)]["job_peaks_mib"])
+        + " (a worker's peak is over every job it computed).",
     ]
     scaled = by.get((f"local:{cores}", small, 1))
     if scaled:

@@ -131,3 +131,16 @@ def registered(spec):
         yield spec
     finally:
         registry.unregister_model(spec.name)
+
+
+def random_weights(name, path):
+    """A weights file of registry entry ``name`` with seeded random weights (speed and
+    plumbing tests: the values do not matter)."""
+    from landfuse.models.registry import get_model_spec
+    from landfuse.models.weights import WeightsMetadata, save_weights
+
+    spec = get_model_spec(name)
+    torch.manual_seed(0)
+    model = spec.build()
+    save_weights(path, model, WeightsMetadata.for_spec(spec, config=getattr(model, "config", None)))
+    return str(path)

@@ -17,7 +17,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
-from stubmodels import Norm, PixelNet, registered, stub_spec
+from stubmodels import Norm, PixelNet, random_weights, registered, stub_spec
 
 from landfuse.core import engine, writers
 from landfuse.core.errors import (
@@ -804,20 +804,9 @@ def test_cancel_in_the_middle_leaves_nothing(tmp_path, weights, use_stub):
 # --- real networks from the registry (random weights, tiny scenes) ---------------------------
 
 
-def save_random_weights(name, path):
-    from landfuse.models.registry import get_model_spec
-    from landfuse.models.weights import WeightsMetadata, save_weights
-
-    spec = get_model_spec(name)
-    torch.manual_seed(0)
-    model = spec.build()
-    save_weights(path, model, WeightsMetadata.for_spec(spec, config=getattr(model, "config", None)))
-    return str(path)
-
-
 @pytest.mark.slow
 def test_real_amfnet_on_a_96px_pair(tmp_path):
-    weights = save_random_weights("amfnet_rgb_levir", tmp_path / "levir.pt")
+    weights = random_weights("amfnet_rgb_levir", tmp_path / "levir.pt")
     rng = np.random.default_rng(0)
     a = write(
         tmp_path / "a.tif",
@@ -848,7 +837,7 @@ def test_real_amfnet_on_a_96px_pair(tmp_path):
 
 @pytest.mark.slow
 def test_real_amm_fusenet_on_a_64px_scene(tmp_path):
-    weights = save_random_weights("amm_fusenet_s2_s1_hunan", tmp_path / "hunan.pt")
+    weights = random_weights("amm_fusenet_s2_s1_hunan", tmp_path / "hunan.pt")
     rng = np.random.default_rng(1)
     s2 = write(
         tmp_path / "s2.tif",

@@ -19,6 +19,7 @@ import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
+from stubmodels import random_weights
 
 from landfuse.core import engine
 from landfuse.core.engine import fanout, jobs, plan
@@ -42,17 +43,6 @@ def write(path, data, transform, crs="EPSG:32631"):
                "crs": crs}  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
-    return str(path)
-
-
-def random_weights(name, path):
-    from landfuse.models.registry import get_model_spec
-    from landfuse.models.weights import WeightsMetadata, save_weights
-
-    spec = get_model_spec(name)
-    torch.manual_seed(0)
-    model = spec.build()
-    save_weights(path, model, WeightsMetadata.for_spec(spec, config=getattr(model, "config", None)))
     return str(path)
 
 
