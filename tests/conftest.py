@@ -1,5 +1,6 @@
 """Fixtures shared by every test tier."""
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -21,11 +22,19 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def realdata() -> Path:
-    """``../shared/realdata``; tests that need it are skipped with the reason when it is absent."""
+def realdata(tmp_path_factory) -> Path:
+    """A copy of ``../shared/realdata`` for the session (tests that need it are skipped with the
+    reason when it is absent).
+
+    A copy, because QGIS writes a ``.aux.xml`` beside every raster whose statistics it computes
+    (the contrast stretch of a layer it draws): tests that load the samples as layers wrote 31
+    of them into the shared folder, which must stay as it is.
+    """
     if not REALDATA.is_dir():
         pytest.skip(f"real sample data not found at {REALDATA} (see DESIGN.md §7)")
-    return REALDATA
+    copy = tmp_path_factory.mktemp("realdata-copy") / "realdata"
+    shutil.copytree(REALDATA, copy, ignore=shutil.ignore_patterns("*.aux.xml"))
+    return copy
 
 
 @pytest.fixture
