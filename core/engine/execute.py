@@ -20,7 +20,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..blending import BlendedRows, TileBlender, blend_window
-from ..errors import CancelledError, EmptyInputError, RequestError
+from ..errors import CancelledError, RequestError
 from ..executor_spec import parse_executor
 from ..integrity import gdal_messages_to_log
 from ..normalisation import normalise
@@ -33,7 +33,7 @@ from ..tiling import Tile, TileLayout, batch_groups, reflect_pad
 from ..writers import AreaTally, StreamingGeoTiff
 from . import budget
 from .fanout import execute_jobs
-from .plan import InputGroup, Plan, load_weights, open_inputs, prepare
+from .plan import InputGroup, Plan, load_weights, no_valid_pixel, open_inputs, prepare
 from .report import RunResult, build_report
 
 logger = logging.getLogger(__name__)
@@ -277,10 +277,7 @@ def _execute(
         plan.network = None
         budget.return_freed_memory()
         if stats.tiles_computed == 0 or blender.valid_pixels == 0:
-            raise EmptyInputError(
-                "No pixel has valid data in every input inside the area processed; check the "
-                "inputs' nodata values, their overlap and the area of interest."
-            )
+            raise no_valid_pixel()
         plan.timings["tiles_loop"] = stats.seconds_total
         _check_cancel(cancel)
         _progress(progress, "finish", _INFER_END, "Writing Cloud-Optimised GeoTIFFs and styles")

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 import rasterio
 from rasterio.windows import Window
 
-from ..errors import CancelledError, EmptyInputError, RequestError
+from ..errors import CancelledError, RequestError
 from ..executor_spec import (
     ExecutorSpec,
     dask_available,
@@ -43,7 +43,7 @@ from ..runner import CancelCheck, Progress, ProgressCallback, RunStats
 from ..writers import AreaTally
 from . import budget
 from .jobs import Job, JobResult, make_jobs, run_job, run_key, verified
-from .plan import Plan
+from .plan import Plan, no_valid_pixel
 from .report import RunResult, build_report
 
 logger = logging.getLogger(__name__)
@@ -458,10 +458,7 @@ def _assemble(
     )
     if stats.tiles_computed == 0 or sum(r.valid_pixels for r in results) == 0:
         shutil.rmtree(run.part_dir, ignore_errors=True)
-        raise EmptyInputError(
-            "No pixel has valid data in every input inside the area processed; check the "
-            "inputs' nodata values, their overlap and the area of interest."
-        )
+        raise no_valid_pixel()
     main = next(p.key for p in plan.task.products if p.main)
     tally = AreaTally(plan.task.tally_classes(plan.spec.classes), plan.grid)
     assembling = time.perf_counter()

@@ -196,7 +196,7 @@ def run_key(plan: Plan) -> str:
         ],
         "aoi": repr(plan.request.aoi),
         "grid": plan.grid.describe(),
-        "work_window": [int(v) for v in _window_tuple(plan.work_window)],
+        "work_window": list(_window_tuple(plan.work_window)),
         "layout": repr(plan.layout),
         "weights": plan.weights_sha256,
         "model": plan.spec.name,

@@ -464,6 +464,14 @@ def prepare(request: Request) -> Plan:
     return plan
 
 
+def no_valid_pixel() -> EmptyInputError:
+    """The error of a run whose tiles held no valid pixel (in-process or in jobs)."""
+    return EmptyInputError(
+        "No pixel has valid data in every input inside the area processed; check the "
+        "inputs' nodata values, their overlap and the area of interest."
+    )
+
+
 def load_weights(plan: Plan) -> None:
     """Load the network. The plan already has the sidecar's bands and classes; a file without
     a sidecar (whose metadata only the file holds) may still bring others, checked here."""
